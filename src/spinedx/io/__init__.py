@@ -1,0 +1,1 @@
+"""Readers for images and annotations, converting everything into spinedx's internal forms."""
