@@ -1,0 +1,40 @@
+"""Training-time augmentation of grayscale crops (torchvision transforms v2, on tensors)."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from spinedx.training.config import AugmentConfig
+
+
+class GaussianNoise(torch.nn.Module):
+    """Additive noise, clipped back to [0, 1]; radiographs differ mostly in exposure noise."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return (image + torch.randn_like(image) * self.std).clamp_(0.0, 1.0)
+
+
+def build_augmentation(config: AugmentConfig) -> v2.Compose:
+    """Transforms for one (1, H, W) float tensor in [0, 1]."""
+    steps: list[torch.nn.Module] = []
+    if config.rotation_deg or config.zoom or config.translate:
+        steps.append(
+            v2.RandomAffine(
+                degrees=config.rotation_deg,
+                translate=(config.translate, config.translate) if config.translate else None,
+                scale=(1.0 - config.zoom, 1.0 + config.zoom) if config.zoom else None,
+                interpolation=v2.InterpolationMode.BILINEAR,
+            )
+        )
+    if config.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if config.brightness or config.contrast:
+        steps.append(v2.ColorJitter(brightness=config.brightness, contrast=config.contrast))
+    if config.noise_std:
+        steps.append(GaussianNoise(config.noise_std))
+    return v2.Compose(steps)
