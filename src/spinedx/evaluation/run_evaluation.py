@@ -94,11 +94,11 @@ def evaluate_run(run_dir: Path, *, csv: Path | None = None, images: Path | None 
     samples = _sample_indices(predictions == labels, classifier.config.seed)
     names = classifier.class_names
     figures = {
-        "Training and validation curves": plot_training_curves(_read_json(run_dir / "history.json", [])),
-        "Confusion matrix (test)": plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names),
-        "ROC curves (test)": plot_roc_curves(labels, probabilities, names),
-        "Crops per class and split": plot_class_counts(summary.get("counts") or data.counts()),
-        "Sample test crops: true / predicted (probability)": plot_sample_predictions(
+        "training_curves": plot_training_curves(_read_json(run_dir / "history.json", [])),
+        "confusion_matrix": plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names),
+        "roc_curves": plot_roc_curves(labels, probabilities, names),
+        "class_counts": plot_class_counts(summary.get("counts") or data.counts()),
+        "sample_predictions": plot_sample_predictions(
             [data.crops[i] for i in samples], [names[labels[i]] for i in samples],
             [names[predictions[i]] for i in samples], [float(probabilities[i, predictions[i]]) for i in samples],
         ),
