@@ -15,8 +15,12 @@ import typer
 
 from spinedx.errors import InputError
 
-app = typer.Typer(help="Detection and classification of spinal lesions on radiographs and MRI.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Detection and classification of spinal lesions on radiographs and MRI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 synth_app = typer.Typer(help="Generate synthetic datasets with ground truth.", no_args_is_help=True)
 data_app = typer.Typer(help="Check and view annotated datasets.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
@@ -64,7 +68,9 @@ def data_show(
     csv: Annotated[Path, typer.Argument(help="VinDr-SpineXR style annotation CSV")],
     images: Annotated[Path, typer.Option(help="folder holding the images")],
     out: Annotated[Path, typer.Option(help="folder for the annotated PNGs")],
-    image_id: Annotated[list[str] | None, typer.Option("--image-id", help="only these images (repeatable)")] = None,
+    image_id: Annotated[
+        list[str] | None, typer.Option("--image-id", help="only these images (repeatable)")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many images")] = None,
 ) -> None:
     """Draw the annotated boxes, lesion labels and readers on the images."""
@@ -81,7 +87,9 @@ def data_show(
 def train(
     config: Annotated[Path, typer.Argument(help="YAML recipe, e.g. configs/xray_lesions.yaml")],
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<recipe name>)")] = None,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: KEY=VALUE")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="override a recipe value: KEY=VALUE")
+    ] = None,
 ) -> None:
     """Train a classifier; a run killed mid-way resumes from its last finished epoch when restarted."""
     from spinedx.training.config import load_config
@@ -90,13 +98,17 @@ def train(
     recipe = load_config(config, overrides)
     outcome = train_experiment(recipe, out or Path("runs") / recipe.name)
     fit = outcome.fit
-    typer.echo(f"best epoch {fit.best_epoch}: {recipe.train.monitor}={fit.best_value:.4f}; run in {outcome.run_dir}")
+    typer.echo(
+        f"best epoch {fit.best_epoch}: {recipe.train.monitor}={fit.best_value:.4f}; run in {outcome.run_dir}"
+    )
 
 
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a training run folder")],
-    data: Annotated[Path | None, typer.Option(help="annotation CSV to evaluate on (default: the run's test studies)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="annotation CSV to evaluate on (default: the run's test studies)")
+    ] = None,
     images: Annotated[Path | None, typer.Option(help="image folder for --data")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder (default: the run folder)")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% CIs")] = 1000,

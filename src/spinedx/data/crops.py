@@ -23,7 +23,9 @@ class CropSet:
     skipped: list[str] = field(default_factory=list)
 
 
-def crop_box(pixels: np.ndarray, box: tuple[float, float, float, float], size: int, margin: float) -> np.ndarray:
+def crop_box(
+    pixels: np.ndarray, box: tuple[float, float, float, float], size: int, margin: float
+) -> np.ndarray:
     """A square crop centred on ``box``, enlarged by ``margin`` of the box's longer side on each side.
 
     Squaring before resizing keeps the lesion's aspect ratio (the thesis stretched boxes to

@@ -12,8 +12,12 @@ from torch.utils.data import Dataset
 class CropDataset(Dataset):
     """Items: ((3, H, W) float in [0, 1], label). Grayscale is replicated to 3 channels (ImageNet backbones)."""
 
-    def __init__(self, crops: np.ndarray, labels: np.ndarray,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        crops: np.ndarray,
+        labels: np.ndarray,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         if len(crops) != len(labels):
             raise ValueError(f"{len(crops)} crops but {len(labels)} labels")
         self.crops = crops

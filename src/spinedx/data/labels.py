@@ -22,7 +22,9 @@ class LabelMap:
         self.mapping = dict(mapping)
         self.class_names: list[str] = list(dict.fromkeys(self.mapping.values()))
         if len(self.class_names) < 2:
-            raise InputError(f"data.labels: maps everything onto one class ({self.class_names[0]!r}); need two or more")
+            raise InputError(
+                f"data.labels: maps everything onto one class ({self.class_names[0]!r}); need two or more"
+            )
 
     def class_of(self, lesion_type: str) -> str | None:
         """The class of a lesion type, or None when the map drops it."""

@@ -19,10 +19,10 @@ from spinedx.training.config import DataConfig
 
 @dataclass
 class RoiData:
-    crops: np.ndarray          # (N, S, S) uint8
-    rows: pd.DataFrame         # annotation rows + label, class_name, split
+    crops: np.ndarray  # (N, S, S) uint8
+    rows: pd.DataFrame  # annotation rows + label, class_name, split
     class_names: list[str]
-    skipped: list[str]         # unreadable / missing images, one line each
+    skipped: list[str]  # unreadable / missing images, one line each
 
     def part(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         mask = (self.rows["split"] == split).to_numpy()
@@ -63,14 +63,22 @@ def prepare_training_data(config: DataConfig) -> RoiData:
         )
     split_config = config.split
     rows["split"] = grouped_split(
-        rows, test_fraction=split_config.test_fraction, val_fraction=split_config.val_fraction,
-        seed=split_config.seed, group_by=split_config.group_by,
+        rows,
+        test_fraction=split_config.test_fraction,
+        val_fraction=split_config.val_fraction,
+        seed=split_config.seed,
+        group_by=split_config.group_by,
     ).to_numpy()
     return RoiData(crop_set.crops, rows, class_names, crop_set.skipped)
 
 
-def restrict_to_studies(crop_set: CropSet, class_names: list[str], study_split: pd.DataFrame,
-                        split: str, group_by: str = "study_id") -> RoiData:
+def restrict_to_studies(
+    crop_set: CropSet,
+    class_names: list[str],
+    study_split: pd.DataFrame,
+    split: str,
+    group_by: str = "study_id",
+) -> RoiData:
     """The crops whose study a saved split table assigns to ``split`` (evaluation of a finished run)."""
     chosen = set(study_split.loc[study_split["split"] == split, "group"].astype(str))
     mask = crop_set.rows[group_by].astype(str).isin(chosen).to_numpy()

@@ -25,8 +25,9 @@ def _hold_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
     return mask
 
 
-def grouped_split(rows: pd.DataFrame, *, test_fraction: float, val_fraction: float, seed: int,
-                  group_by: str = "study_id") -> pd.Series:
+def grouped_split(
+    rows: pd.DataFrame, *, test_fraction: float, val_fraction: float, seed: int, group_by: str = "study_id"
+) -> pd.Series:
     """A split name per row ('train' / 'val' / 'test'); rows of one group never straddle splits."""
     if group_by not in rows.columns:
         raise InputError(f"split.group_by: column '{group_by}' is not in the annotations")

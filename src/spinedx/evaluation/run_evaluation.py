@@ -43,15 +43,23 @@ def _sample_indices(correct: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     wrong, right = np.flatnonzero(~correct), np.flatnonzero(correct)
     n_wrong = min(len(wrong), N_SAMPLE_CROPS // 2)
-    chosen = np.concatenate([
-        rng.choice(wrong, n_wrong, replace=False),
-        rng.choice(right, min(len(right), N_SAMPLE_CROPS - n_wrong), replace=False),
-    ])
+    chosen = np.concatenate(
+        [
+            rng.choice(wrong, n_wrong, replace=False),
+            rng.choice(right, min(len(right), N_SAMPLE_CROPS - n_wrong), replace=False),
+        ]
+    )
     return np.sort(chosen.astype(int))
 
 
-def evaluate_run(run_dir: Path, *, csv: Path | None = None, images: Path | None = None,
-                 out_dir: Path | None = None, n_resamples: int = 1000) -> EvaluationOutcome:
+def evaluate_run(
+    run_dir: Path,
+    *,
+    csv: Path | None = None,
+    images: Path | None = None,
+    out_dir: Path | None = None,
+    n_resamples: int = 1000,
+) -> EvaluationOutcome:
     """Metrics with bootstrap CIs (resampled by study) and a self-contained report.html.
 
     Without ``csv`` the run's own test studies are used (see ``splits.csv``); with ``csv`` and
@@ -69,8 +77,9 @@ def evaluate_run(run_dir: Path, *, csv: Path | None = None, images: Path | None 
         splits_path = run_dir / SPLITS_FILE
         if not splits_path.is_file():
             raise InputError(f"{splits_path}: missing; cannot tell which studies were held out")
-        data = restrict_to_studies(crop_set, classifier.class_names, pd.read_csv(splits_path, dtype=str), "test",
-                                   group_by)
+        data = restrict_to_studies(
+            crop_set, classifier.class_names, pd.read_csv(splits_path, dtype=str), "test", group_by
+        )
         dataset_name = f"{data_config.csv} (held-out test studies)"
     else:
         rows = crop_set.rows.assign(split="test")
@@ -82,8 +91,14 @@ def evaluate_run(run_dir: Path, *, csv: Path | None = None, images: Path | None 
     probabilities = classifier.predict_crops(data.crops)
     labels = data.rows["label"].to_numpy()
     groups = data.rows[group_by].astype(str).to_numpy()
-    metrics = classification_metrics(labels, probabilities, classifier.class_names, groups=groups,
-                                     n_resamples=n_resamples, seed=classifier.config.seed)
+    metrics = classification_metrics(
+        labels,
+        probabilities,
+        classifier.class_names,
+        groups=groups,
+        n_resamples=n_resamples,
+        seed=classifier.config.seed,
+    )
     metrics["skipped_images"] = data.skipped
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
@@ -99,8 +114,10 @@ def evaluate_run(run_dir: Path, *, csv: Path | None = None, images: Path | None 
         "roc_curves": plot_roc_curves(labels, probabilities, names),
         "class_counts": plot_class_counts(summary.get("counts") or data.counts()),
         "sample_predictions": plot_sample_predictions(
-            [data.crops[i] for i in samples], [names[labels[i]] for i in samples],
-            [names[predictions[i]] for i in samples], [float(probabilities[i, predictions[i]]) for i in samples],
+            [data.crops[i] for i in samples],
+            [names[labels[i]] for i in samples],
+            [names[predictions[i]] for i in samples],
+            [float(probabilities[i, predictions[i]]) for i in samples],
         ),
     }
     info = _read_json(run_dir / "run_info.json", {})
@@ -114,6 +131,11 @@ def evaluate_run(run_dir: Path, *, csv: Path | None = None, images: Path | None 
         "git_commit": info.get("git_commit"),
         "date": info.get("started_utc"),
     }
-    report_path = write_evaluation_report(out_dir / "report.html", title=f"spinedx evaluation: {classifier.config.name}",
-                                          metrics=metrics, figures=figures, run_info=run_info)
+    report_path = write_evaluation_report(
+        out_dir / "report.html",
+        title=f"spinedx evaluation: {classifier.config.name}",
+        metrics=metrics,
+        figures=figures,
+        run_info=run_info,
+    )
     return EvaluationOutcome(metrics, metrics_path, report_path)

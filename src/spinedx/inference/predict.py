@@ -20,7 +20,9 @@ class Predictions:
     errors: list[str] = field(default_factory=list)
 
 
-def predict_images(classifier: TrainedClassifier, images: list[Path], boxes: pd.DataFrame | None = None) -> Predictions:
+def predict_images(
+    classifier: TrainedClassifier, images: list[Path], boxes: pd.DataFrame | None = None
+) -> Predictions:
     """One record per ROI: the boxes of ``boxes`` whose image_id is the image's file stem, else the
     whole image. An unreadable image is reported in ``errors`` and the rest go on."""
     result = Predictions()
@@ -45,13 +47,23 @@ def predict_images(classifier: TrainedClassifier, images: list[Path], boxes: pd.
         probabilities = classifier.predict_crops(crops)
         for index, ((box, lesion_type, reader), probs) in enumerate(zip(regions, probabilities, strict=True)):
             record = {
-                "image": str(path), "image_id": path.stem, "roi": index,
-                "xmin": float(box[0]), "ymin": float(box[1]), "xmax": float(box[2]), "ymax": float(box[3]),
+                "image": str(path),
+                "image_id": path.stem,
+                "roi": index,
+                "xmin": float(box[0]),
+                "ymin": float(box[1]),
+                "xmax": float(box[2]),
+                "ymax": float(box[3]),
             }
             if lesion_type is not None:
                 record["annotated_lesion_type"] = lesion_type
                 record["rad_id"] = reader
             record["predicted_class"] = classifier.class_names[int(probs.argmax())]
-            record.update({f"p_{name}": round(float(p), 6) for name, p in zip(classifier.class_names, probs, strict=True)})
+            record.update(
+                {
+                    f"p_{name}": round(float(p), 6)
+                    for name, p in zip(classifier.class_names, probs, strict=True)
+                }
+            )
             result.records.append(record)
     return result

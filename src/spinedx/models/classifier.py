@@ -26,13 +26,23 @@ class RoiClassifier(nn.Module):
     ImageNet normalisation lives inside the model so every caller feeds plain [0, 1] pixels.
     """
 
-    def __init__(self, backbone: str, n_classes: int, *, hidden: int = 64, dropout: float = 0.0,
-                 output: str = "softmax", pretrained: str = "none"):
+    def __init__(
+        self,
+        backbone: str,
+        n_classes: int,
+        *,
+        hidden: int = 64,
+        dropout: float = 0.0,
+        output: str = "softmax",
+        pretrained: str = "none",
+    ):
         super().__init__()
         if backbone not in timm.list_models():
             raise InputError(f"model.backbone: unknown timm model '{backbone}'")
         if output == "sigmoid" and n_classes != 2:
-            raise InputError(f"model.output: 'sigmoid' needs exactly 2 classes, the label map gives {n_classes}")
+            raise InputError(
+                f"model.output: 'sigmoid' needs exactly 2 classes, the label map gives {n_classes}"
+            )
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
         self.weights_source = load_pretrained(self.backbone, backbone, pretrained)
         config = self.backbone.pretrained_cfg

@@ -60,7 +60,9 @@ def load_pretrained(model: nn.Module, backbone: str, pretrained: str) -> str:
         return _load_from_hub(model, backbone)
     path = Path(pretrained)
     if not path.is_file():
-        raise InputError(f"model.pretrained: '{pretrained}' is neither 'imagenet', 'none' nor an existing file")
+        raise InputError(
+            f"model.pretrained: '{pretrained}' is neither 'imagenet', 'none' nor an existing file"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file

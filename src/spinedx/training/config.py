@@ -19,7 +19,9 @@ class _Strict(BaseModel):
 
 class CropConfig(_Strict):
     size: int = Field(128, ge=16, le=1024, description="side of the square crop fed to the network, px")
-    margin: float = Field(0.1, ge=0.0, le=2.0, description="context added on each side, as a fraction of the box")
+    margin: float = Field(
+        0.1, ge=0.0, le=2.0, description="context added on each side, as a fraction of the box"
+    )
 
 
 class SplitConfig(_Strict):

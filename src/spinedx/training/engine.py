@@ -43,8 +43,9 @@ def _monitor_improved(monitor: str, value: float, best: float | None) -> bool:
 
 
 @torch.no_grad()
-def predict_probabilities(model: RoiClassifier, dataset: Dataset, batch_size: int,
-                          channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict_probabilities(
+    model: RoiClassifier, dataset: Dataset, batch_size: int, channels_last: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N, C) and the dataset's labels (N,)."""
     model.eval()
     probabilities, labels = [], []
@@ -57,8 +58,17 @@ def predict_probabilities(model: RoiClassifier, dataset: Dataset, batch_size: in
 
 
 class Trainer:
-    def __init__(self, model: RoiClassifier, loss: nn.Module, config: TrainConfig, run_dir: Path,
-                 dist: DistContext, *, seed: int, checkpoint_extra: dict[str, Any]):
+    def __init__(
+        self,
+        model: RoiClassifier,
+        loss: nn.Module,
+        config: TrainConfig,
+        run_dir: Path,
+        dist: DistContext,
+        *,
+        seed: int,
+        checkpoint_extra: dict[str, Any],
+    ):
         self.model = model
         self.loss = loss
         self.config = config
@@ -78,7 +88,9 @@ class Trainer:
         )
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.network: nn.Module = DistributedDataParallel(model, find_unused_parameters=True) if dist.enabled else model
+        self.network: nn.Module = (
+            DistributedDataParallel(model, find_unused_parameters=True) if dist.enabled else model
+        )
 
     def _backbone_frozen(self, epoch: int) -> bool:
         frozen_epochs = self.config.freeze_backbone_epochs
@@ -91,13 +103,16 @@ class Trainer:
             weights = 1.0 / np.bincount(labels)[labels]
             sampler_generator = torch.Generator().manual_seed(self.seed * 1000 + epoch * 97 + self.dist.rank)
             sampler = WeightedRandomSampler(
-                torch.as_tensor(weights, dtype=torch.double), num_samples=math.ceil(len(labels) / self.dist.world_size),
-                replacement=True, generator=sampler_generator,
+                torch.as_tensor(weights, dtype=torch.double),
+                num_samples=math.ceil(len(labels) / self.dist.world_size),
+                replacement=True,
+                generator=sampler_generator,
             )
             return DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler)
         if self.dist.enabled:
-            sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                         shuffle=True, seed=self.seed)
+            sampler = DistributedSampler(
+                dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.seed
+            )
             sampler.set_epoch(epoch)
             return DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler)
         return DataLoader(dataset, batch_size=per_rank_batch, shuffle=True, generator=generator)
@@ -108,8 +123,13 @@ class Trainer:
         self.network.train()
         self.model.set_backbone_trainable(not frozen)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{self.config.epochs}", leave=False, disable=not self.dist.is_main,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{self.config.epochs}",
+            leave=False,
+            disable=not self.dist.is_main,
+            dynamic_ncols=True,
+        )
         for images, targets in bar:
             if self.config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -122,13 +142,17 @@ class Trainer:
             correct += int((self.model.probabilities(logits.detach()).argmax(1) == targets).sum())
             seen += len(targets)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
-        return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                "backbone_frozen": frozen}
+        return {
+            "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "backbone_frozen": frozen,
+        }
 
     @torch.no_grad()
     def _validate(self, dataset: Dataset) -> dict[str, float]:
-        probabilities, labels = predict_probabilities(self.model, dataset, self.config.batch_size,
-                                                         self.config.channels_last)
+        probabilities, labels = predict_probabilities(
+            self.model, dataset, self.config.batch_size, self.config.channels_last
+        )
         predictions = probabilities.argmax(1)
         clipped = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
         return {
@@ -151,8 +175,13 @@ class Trainer:
             **self.checkpoint_extra,
         }
 
-    def fit(self, train_set: Dataset, train_labels: np.ndarray, val_set: Dataset | None,
-            resume_state: dict[str, Any] | None = None) -> FitResult:
+    def fit(
+        self,
+        train_set: Dataset,
+        train_labels: np.ndarray,
+        val_set: Dataset | None,
+        resume_state: dict[str, Any] | None = None,
+    ) -> FitResult:
         config = self.config
         history: list[dict[str, Any]] = []
         best_epoch, best_value, stale, start_epoch = 0, None, 0, 1
@@ -185,8 +214,12 @@ class Trainer:
                     save_checkpoint(self.run_dir / BEST, {key: state[key] for key in best_keys})
                 save_checkpoint(self.run_dir / LAST, state)
                 atomic_write_text(self.run_dir / HISTORY, json.dumps(history, indent=2))
-                shown = {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}
-                tqdm.write(" ".join(f"{key}={value}" for key, value in shown.items()) + (" *" if improved else ""))
+                shown = {
+                    key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()
+                }
+                tqdm.write(
+                    " ".join(f"{key}={value}" for key, value in shown.items()) + (" *" if improved else "")
+                )
             self.dist.barrier()
             if config.early_stopping_patience and stale >= config.early_stopping_patience:
                 result.stopped_early = True

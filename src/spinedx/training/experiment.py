@@ -52,8 +52,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def build_model(config: ExperimentConfig, n_classes: int, pretrained: str | None = None) -> RoiClassifier:
     model_config = config.model
     return RoiClassifier(
-        model_config.backbone, n_classes, hidden=model_config.hidden, dropout=model_config.dropout,
-        output=model_config.output, pretrained=model_config.pretrained if pretrained is None else pretrained,
+        model_config.backbone,
+        n_classes,
+        hidden=model_config.hidden,
+        dropout=model_config.dropout,
+        output=model_config.output,
+        pretrained=model_config.pretrained if pretrained is None else pretrained,
     )
 
 
@@ -92,7 +96,9 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
     data = prepare_training_data(config.data)
     train_crops, train_labels = data.part("train")
     if len(np.unique(train_labels)) < 2:
-        raise InputError(f"{config.data.csv}: the training split holds a single class; add data or change data.split")
+        raise InputError(
+            f"{config.data.csv}: the training split holds a single class; add data or change data.split"
+        )
     val_crops, val_labels = data.part("val")
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,17 +108,28 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
             print(f"warning: skipped {line}")
         if resume_state is None:
             atomic_write_text(run_dir / CONFIG_FILE, config_yaml)
-            atomic_write_text(run_dir / "run_info.json", json.dumps(
-                {**run_info(), "world_size": dist.world_size}, indent=2))
-            atomic_write_text(run_dir / SPLITS_FILE, _study_splits(data, config.data.split.group_by).to_csv(index=False))
+            atomic_write_text(
+                run_dir / "run_info.json", json.dumps({**run_info(), "world_size": dist.world_size}, indent=2)
+            )
+            atomic_write_text(
+                run_dir / SPLITS_FILE, _study_splits(data, config.data.split.group_by).to_csv(index=False)
+            )
         else:
             print(f"resuming {run_dir} after epoch {resume_state['epoch']}")
 
     # Resumed runs get their weights from the checkpoint: no need to fetch pretrained ones again.
     model = build_model(config, len(data.class_names), pretrained="none" if resume_state else None)
-    weights = balanced_class_weights(train_labels, len(data.class_names)) if train_config.class_balance == "weights" else None
+    weights = (
+        balanced_class_weights(train_labels, len(data.class_names))
+        if train_config.class_balance == "weights"
+        else None
+    )
     trainer = Trainer(
-        model, build_loss(config.model.output, weights, train_config.label_smoothing), train_config, run_dir, dist,
+        model,
+        build_loss(config.model.output, weights, train_config.label_smoothing),
+        train_config,
+        run_dir,
+        dist,
         seed=config.seed,
         checkpoint_extra={"config_yaml": config_yaml, "class_names": data.class_names},
     )
@@ -124,10 +141,16 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
     )
     if dist.is_main:
         summary = {
-            "best_epoch": fit.best_epoch, "monitor": train_config.monitor, "best_value": fit.best_value,
-            "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
-            "resumed_from_epoch": fit.resumed_from_epoch, "weights_source": model.weights_source,
-            "counts": data.counts(), "class_names": data.class_names, "world_size": dist.world_size,
+            "best_epoch": fit.best_epoch,
+            "monitor": train_config.monitor,
+            "best_value": fit.best_value,
+            "epochs_run": len(fit.history),
+            "stopped_early": fit.stopped_early,
+            "resumed_from_epoch": fit.resumed_from_epoch,
+            "weights_source": model.weights_source,
+            "counts": data.counts(),
+            "class_names": data.class_names,
+            "world_size": dist.world_size,
         }
         atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
     return TrainOutcome(run_dir, fit, data)

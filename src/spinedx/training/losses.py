@@ -26,9 +26,12 @@ class WeightedBinaryCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weights = self.class_weights[targets]
-        return functional.binary_cross_entropy_with_logits(
-            logits[:, 0], targets.float(), weight=weights, reduction="sum"
-        ) / weights.sum()
+        return (
+            functional.binary_cross_entropy_with_logits(
+                logits[:, 0], targets.float(), weight=weights, reduction="sum"
+            )
+            / weights.sum()
+        )
 
 
 def build_loss(output: str, class_weights: torch.Tensor | None, label_smoothing: float = 0.0) -> nn.Module:

@@ -15,8 +15,9 @@ _PACKAGES = ("torch", "torchvision", "timm", "monai", "numpy", "scikit-learn", "
 
 def git_commit() -> str | None:
     try:
-        completed = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                   cwd=spinedx.__path__[0])
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=spinedx.__path__[0]
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return completed.stdout.strip() or None if completed.returncode == 0 else None
