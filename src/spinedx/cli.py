@@ -6,6 +6,7 @@ Every user-fixable problem surfaces as ``error: <message>`` on stderr with exit 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -59,7 +60,7 @@ def data_check(
 
     report = check_dataset(csv, images, progress=not as_json)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
-    if not report.ok:
+    if not report.ok():
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -98,9 +99,10 @@ def train(
     recipe = load_config(config, overrides)
     outcome = train_experiment(recipe, out or Path("runs") / recipe.name)
     fit = outcome.fit
-    typer.echo(
-        f"best epoch {fit.best_epoch}: {recipe.train.monitor}={fit.best_value:.4f}; run in {outcome.run_dir}"
-    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(
+            f"best epoch {fit.best_epoch}: {recipe.train.monitor}={fit.best_value:.4f}; run in {outcome.run_dir}"
+        )
 
 
 @app.command()

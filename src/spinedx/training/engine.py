@@ -88,8 +88,13 @@ class Trainer:
         )
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
+        if config.freeze_backbone_epochs == -1:
+            # Frozen for good: keep the backbone out of DDP's gradient buckets altogether.
+            model.set_backbone_trainable(False)
         self.network: nn.Module = (
-            DistributedDataParallel(model, find_unused_parameters=True) if dist.enabled else model
+            DistributedDataParallel(model, find_unused_parameters=config.freeze_backbone_epochs > 0)
+            if dist.enabled
+            else model
         )
 
     def _backbone_frozen(self, epoch: int) -> bool:

@@ -131,7 +131,11 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
         run_dir,
         dist,
         seed=config.seed,
-        checkpoint_extra={"config_yaml": config_yaml, "class_names": data.class_names},
+        checkpoint_extra={
+            "config_yaml": config_yaml,
+            "class_names": data.class_names,
+            "weights_source": resume_state["weights_source"] if resume_state else model.weights_source,
+        },
     )
     fit = trainer.fit(
         CropDataset(train_crops, train_labels, build_augmentation(config.data.augment)),
@@ -147,7 +151,7 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
             "epochs_run": len(fit.history),
             "stopped_early": fit.stopped_early,
             "resumed_from_epoch": fit.resumed_from_epoch,
-            "weights_source": model.weights_source,
+            "weights_source": trainer.checkpoint_extra["weights_source"],
             "counts": data.counts(),
             "class_names": data.class_names,
             "world_size": dist.world_size,
