@@ -8,17 +8,6 @@ from torchvision.transforms import v2
 from spinedx.training.config import AugmentConfig
 
 
-class GaussianNoise(torch.nn.Module):
-    """Additive noise, clipped back to [0, 1]; radiographs differ mostly in exposure noise."""
-
-    def __init__(self, std: float):
-        super().__init__()
-        self.std = std
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return (image + torch.randn_like(image) * self.std).clamp_(0.0, 1.0)
-
-
 def build_augmentation(config: AugmentConfig) -> v2.Compose:
     """Transforms for one (1, H, W) float tensor in [0, 1]."""
     steps: list[torch.nn.Module] = []
@@ -35,6 +24,4 @@ def build_augmentation(config: AugmentConfig) -> v2.Compose:
         steps.append(v2.RandomHorizontalFlip())
     if config.brightness or config.contrast:
         steps.append(v2.ColorJitter(brightness=config.brightness, contrast=config.contrast))
-    if config.noise_std:
-        steps.append(GaussianNoise(config.noise_std))
     return v2.Compose(steps)

@@ -38,7 +38,6 @@ class AugmentConfig(_Strict):
     hflip: bool = True
     brightness: float = Field(0.0, ge=0.0, lt=1.0)
     contrast: float = Field(0.0, ge=0.0, lt=1.0)
-    noise_std: float = Field(0.0, ge=0.0, lt=0.5)
 
 
 class DataConfig(_Strict):
@@ -68,6 +67,7 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0.0)
     backbone_lr: float = Field(1e-4, ge=0.0, description="learning rate of the backbone once unfrozen")
     weight_decay: float = Field(0.0, ge=0.0)
+    scheduler: Literal["none", "cosine"] = "none"
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     freeze_backbone_epochs: int = Field(0, ge=-1, description="-1 keeps the backbone frozen throughout")
     class_balance: Literal["weights", "sampler", "none"] = "weights"

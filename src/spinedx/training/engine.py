@@ -96,6 +96,11 @@ class Trainer:
             if dist.enabled
             else model
         )
+        self.scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
+            if config.scheduler == "cosine"
+            else None
+        )
 
     def _backbone_frozen(self, epoch: int) -> bool:
         frozen_epochs = self.config.freeze_backbone_epochs
@@ -171,6 +176,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": epoch,
             "history": history,
             "best_epoch": best[0],
@@ -193,6 +199,8 @@ class Trainer:
         if resume_state is not None:
             self.model.load_state_dict(resume_state["model"])
             self.optimizer.load_state_dict(resume_state["optimizer"])
+            if self.scheduler:
+                self.scheduler.load_state_dict(resume_state["scheduler"])
             restore_rng_state(resume_state["rng"])
             history = list(resume_state["history"])
             best_epoch, best_value = resume_state["best_epoch"], resume_state["best_value"]
@@ -204,6 +212,8 @@ class Trainer:
             loader = self._train_loader(train_set, train_labels, epoch)
             row: dict[str, Any] = {"epoch": epoch, **self._train_epoch(loader, epoch)}
             row.update(self._validate(val_set) if val_set is not None else {})
+            if self.scheduler:
+                self.scheduler.step()
             row["seconds"] = round(time.perf_counter() - started, 3)
             history.append(row)
             value = row.get(config.monitor, -row["train_loss"])
