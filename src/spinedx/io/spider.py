@@ -35,7 +35,6 @@ from ``images/``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from spinedx.errors import InputError
-from spinedx.io.vindr import ROW_INDEX_NAME, _read_cells, _read_header
+from spinedx.io.csv_cells import ROW_INDEX_NAME, parse_finite_number, read_cells, read_header
 
 GRADE_COLUMNS = (
     "herniation",
@@ -167,12 +166,12 @@ def _load_csv(
         raise InputError(f"{path}: file not found")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
-    header = _read_header(path)
+    header = read_header(path)
     names = [h.strip().lower() for h in header]
     repeated = sorted({n for n in names if n and names.count(n) > 1})
     if repeated:
         raise InputError(f"{path}: column '{repeated[0]}' appears more than once in the header")
-    raw = _read_cells(path)
+    raw = read_cells(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     missing = [c for c in required if c not in raw.columns]
     if len(missing) == 1:
@@ -202,13 +201,7 @@ def _text(path: Path, raw: pd.DataFrame, column: str) -> list[str]:
 def _number(path: Path, row: int, column: str, cell: str) -> float:
     if cell == "":
         raise InputError(f"{path} row {row} column '{column}': empty")
-    try:
-        value = float(cell)
-    except ValueError:
-        raise InputError(f"{path} row {row} column '{column}': '{cell}' is not a number") from None
-    if not math.isfinite(value):
-        raise InputError(f"{path} row {row} column '{column}': '{cell}' is not a finite number")
-    return value
+    return parse_finite_number(path, row, column, cell)
 
 
 def _integer(path: Path, row: int, column: str, cell: str) -> int:

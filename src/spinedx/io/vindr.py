@@ -28,9 +28,7 @@ Checks that need the images (boxes against image size, missing files) are in
 
 from __future__ import annotations
 
-import csv
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +36,10 @@ import pandas as pd
 
 from spinedx.errors import InputError
 from spinedx.io.annotations import ANNOTATION_COLUMNS, BOX_COLUMNS, NO_FINDING
+from spinedx.io.csv_cells import ROW_INDEX_NAME, parse_finite_number, read_cells, read_header
 
 REQUIRED_COLUMNS = ("image_id", "lesion_type", "xmin", "ymin", "xmax", "ymax")
 OPTIONAL_COLUMNS = ("rad_id", "study_id", "series_id")
-ROW_INDEX_NAME = "csv_row"
 _FIRST_DATA_ROW = 2
 _NO_FINDING_SPELLINGS = {"no finding", "no_finding"}
 
@@ -54,8 +52,8 @@ def read_vindr_csv(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: not a file")
 
-    header = _read_header(path)
-    raw = _read_cells(path)
+    header = read_header(path)
+    raw = read_cells(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
 
     # pandas renames a repeated header "xmin" to "xmin.1"; the csv module sees the real header.
@@ -85,45 +83,6 @@ def read_vindr_csv(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _read_header(path: Path) -> list[str]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return next(csv.reader(handle), [])
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path}: cannot parse CSV: not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: cannot parse CSV: {exc}") from None
-
-
-def _read_cells(path: Path) -> pd.DataFrame:
-    try:
-        with warnings.catch_warnings():
-            # With index_col=False pandas only warns when rows are longer than the header.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skip_blank_lines=False,
-                index_col=False,
-                encoding="utf-8-sig",
-            )
-    except pd.errors.ParserWarning:
-        raise InputError(f"{path}: cannot parse CSV: data rows have more fields than the header") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: no rows (the file is empty)") from None
-    except pd.errors.ParserError as exc:
-        message = " ".join(str(exc).split())
-        raise InputError(f"{path}: cannot parse CSV: {message}") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path}: cannot parse CSV: not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-
-
 def _text_column(raw: pd.DataFrame, column: str) -> pd.Series:
     if column not in raw.columns:
         return pd.Series("", index=raw.index, dtype=object)
@@ -133,13 +92,7 @@ def _text_column(raw: pd.DataFrame, column: str) -> pd.Series:
 def _parse_coordinate(path: Path, row: int, column: str, cell: str) -> float:
     if cell == "" or cell.lower() == "nan":
         return math.nan
-    try:
-        value = float(cell)
-    except ValueError:
-        raise InputError(f"{path} row {row} column '{column}': '{cell}' is not a number") from None
-    if not math.isfinite(value):
-        raise InputError(f"{path} row {row} column '{column}': '{cell}' is not a finite number")
-    return value
+    return parse_finite_number(path, row, column, cell)
 
 
 def _build_table(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
