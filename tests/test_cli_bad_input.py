@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+
 from conftest import REPO, tiny_overrides
 
 
@@ -93,10 +95,34 @@ def test_offline_imagenet_stops_instead_of_random_init(tmp_path, tiny_xray):
 
 
 def test_bad_config_value(tmp_path, tiny_xray):
-    assert_clean_error(train("xray_lesions.yaml", tiny_xray, tmp_path / "run", "model.output=tanh"), "model.output")
+    assert_clean_error(
+        train("xray_lesions.yaml", tiny_xray, tmp_path / "run", "model.output=tanh"), "model.output"
+    )
 
 
 @pytest.mark.parametrize("command", [["evaluate"], ["predict"]])
 def test_run_dir_without_checkpoint(tmp_path, command):
     args = [*command, tmp_path] + ([tmp_path / "x.png"] if command == ["predict"] else [])
     assert_clean_error(spinedx(*args), "best.pt")
+
+
+def test_dicom_images_train_beside_png_and_a_corrupt_dicom_is_named(tmp_path, tiny_xray):
+    from PIL import Image
+
+    from test_io_images import make_dicom, save
+
+    data = copy_dataset(tiny_xray, tmp_path / "d")
+    pngs = sorted((data / "images").glob("*.png"))
+    for png in pngs[:10]:  # a dataset mixing PNG and DICOM files
+        pixels = (np.asarray(Image.open(png), dtype=np.uint16) * 16).astype(np.uint16)
+        save(make_dicom(pixels, bits_stored=12), png.with_suffix(".dcm"))
+        png.unlink()
+    corrupt = pngs[10].with_suffix(".dcm")
+    corrupt.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00garbage")
+    pngs[10].unlink()
+
+    check = spinedx("data", "check", data / "annotations.csv", "--images", data / "images")
+    assert check.returncode == 2 and corrupt.name in check.stdout
+    trained = train("xray_lesions.yaml", data, tmp_path / "run", "train.epochs=1")
+    assert trained.returncode == 0, trained.stderr
+    assert corrupt.name in trained.stdout

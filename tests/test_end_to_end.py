@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, tiny_overrides
 from typer.testing import CliRunner
 
+from conftest import REPO, tiny_overrides
 from spinedx.cli import app
 
 runner = CliRunner()
@@ -25,7 +25,9 @@ def sets(overrides: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def trained_run(tiny_xray, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "xray"
-    result = invoke("train", REPO / "configs/xray_lesions.yaml", "--out", run_dir, *sets(tiny_overrides(tiny_xray)))
+    result = invoke(
+        "train", REPO / "configs/xray_lesions.yaml", "--out", run_dir, *sets(tiny_overrides(tiny_xray))
+    )
     assert result.exit_code == 0, result.output
     return run_dir
 
@@ -37,7 +39,9 @@ def test_synth_check_show(tmp_path):
     assert check.exit_code == 0, check.output
     report = json.loads(check.stdout)
     assert report["n_images_found"] == 8 and not report["missing_files"]
-    shown = invoke("data", "show", data / "annotations.csv", "--images", data / "images", "--out", tmp_path / "shown")
+    shown = invoke(
+        "data", "show", data / "annotations.csv", "--images", data / "images", "--out", tmp_path / "shown"
+    )
     assert shown.exit_code == 0 and len(list((tmp_path / "shown").glob("*.png"))) == 8
 
 
@@ -60,7 +64,14 @@ def test_evaluate_writes_metrics_and_report(trained_run):
     assert metrics["class_names"] == ["Osteophytes", "minor"]
     for key in ("accuracy", "balanced_accuracy", "roc_auc"):
         assert len(metrics[key]["ci95"]) == 2
-    assert set(metrics["per_class"]["minor"]) >= {"precision", "recall", "f1", "support", "sensitivity", "specificity"}
+    assert set(metrics["per_class"]["minor"]) >= {
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "sensitivity",
+        "specificity",
+    }
     html = (trained_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
 
@@ -69,7 +80,9 @@ def test_predict_boxes_as_json(trained_run, tiny_xray):
     annotations = pd.read_csv(tiny_xray / "annotations.csv")
     image_id = annotations.dropna(subset=["xmin"])["image_id"].iloc[0]
     image = tiny_xray / "images" / f"{image_id}.png"
-    result = invoke("predict", trained_run, image, "--boxes", tiny_xray / "annotations.csv", "--format", "json")
+    result = invoke(
+        "predict", trained_run, image, "--boxes", tiny_xray / "annotations.csv", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
     expected = annotations[(annotations["image_id"] == image_id) & annotations["xmin"].notna()]

@@ -9,11 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, tiny_overrides
 
 
 def train_command(data_dir: Path, out: Path, *extra: str, launcher: list[str] | None = None) -> list[str]:
-    sets = [item for o in tiny_overrides(data_dir, "train.deterministic=true", *extra) for item in ("--set", o)]
+    sets = [
+        item for o in tiny_overrides(data_dir, "train.deterministic=true", *extra) for item in ("--set", o)
+    ]
     launcher = launcher or [sys.executable, "-m", "spinedx"]
     return [*launcher, "train", str(REPO / "configs/xray_lesions.yaml"), "--out", str(out), *sets]
 
@@ -42,7 +45,9 @@ def test_killed_run_resumes_without_losing_epochs(tiny_xray, tmp_path):
     finished_before_kill = len(history(run_dir))
     assert 2 <= finished_before_kill < 4
 
-    resumed = subprocess.run(train_command(tiny_xray, run_dir, epochs), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        train_command(tiny_xray, run_dir, epochs), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run_dir} after epoch {finished_before_kill}" in resumed.stdout
     resumed_history, reference_history = history(run_dir), history(reference)
@@ -54,7 +59,9 @@ def test_killed_run_resumes_without_losing_epochs(tiny_xray, tmp_path):
 
 def test_resume_refuses_a_different_recipe(tiny_xray, tmp_path):
     run_dir = tmp_path / "run"
-    subprocess.run(train_command(tiny_xray, run_dir, "train.epochs=1"), check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        train_command(tiny_xray, run_dir, "train.epochs=1"), check=True, capture_output=True, timeout=300
+    )
     changed = subprocess.run(train_command(tiny_xray, run_dir, "train.epochs=1", "train.lr=0.01"),
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert changed.returncode == 2 and "different recipe" in changed.stderr
@@ -62,7 +69,9 @@ def test_resume_refuses_a_different_recipe(tiny_xray, tmp_path):
 
 def test_torchrun_two_processes_matches_one(tiny_xray, tmp_path):
     single, distributed = tmp_path / "single", tmp_path / "ddp"
-    subprocess.run(train_command(tiny_xray, single, "train.epochs=3"), check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        train_command(tiny_xray, single, "train.epochs=3"), check=True, capture_output=True, timeout=300
+    )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "spinedx"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(train_command(tiny_xray, distributed, "train.epochs=3", launcher=torchrun),
