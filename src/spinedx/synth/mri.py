@@ -25,7 +25,6 @@ import io
 import json
 import math
 import numbers
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +101,17 @@ PFIRRMANN_BY_LEVEL: dict[str, tuple[float, ...]] = {
     "T9/T10": (0.280, 0.300, 0.220, 0.170, 0.030),
 }
 # Share of discs with each finding per level ("modic" here: any Modic change).
+_FINDINGS = (
+    "herniation",
+    "bulging",
+    "narrowing",
+    "modic",
+    "up_endplate",
+    "low_endplate",
+    "spondylolisthesis",
+)
 PREVALENCE_BY_LEVEL: dict[str, dict[str, float]] = {
-    level: dict(zip(("herniation", "bulging", "narrowing", "modic", "up_endplate", "low_endplate", "spondylolisthesis"), shares, strict=True))
+    level: dict(zip(_FINDINGS, shares, strict=True))
     for level, shares in {
         "L5/S1": (0.053, 0.725, 0.603, 0.412, 0.313, 0.351, 0.061),
         "L4/L5": (0.198, 0.725, 0.611, 0.519, 0.458, 0.504, 0.038),
@@ -113,7 +121,7 @@ PREVALENCE_BY_LEVEL: dict[str, dict[str, float]] = {
         "T12/L1": (0.008, 0.146, 0.131, 0.200, 0.308, 0.308, 0.008),
         "T11/T12": (0.012, 0.165, 0.176, 0.176, 0.400, 0.388, 0.0),
         "T10/T11": (0.0, 0.033, 0.067, 0.100, 0.267, 0.233, 0.0),
-        "T9/T10": (0.0, 0.100, 0.050, 0.150, 0.200, 0.250, 0.0),
+        "T9/T10": (0.0, 0.100, 0.050, 0.150, 0.200, 0.250, 0.0),  # 7 real discs: smoothed
     }.items()
 }
 # How a finding depends on its parent grade (SPIDER, all levels): P(finding | parent value).
@@ -135,15 +143,25 @@ _PATIENT_DEGENERATION_WEIGHT = 0.7  # correlation of a disc's latent degeneratio
 # --- anatomy (millimetres), spine index 0 = S1 .. 11 = T7 -------------------------------------
 
 _VERTEBRA_NAMES = ("S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9", "T8", "T7")
-_BODY_HEIGHT = (30.0, 27.0, 27.5, 27.0, 26.5, 25.5, 24.0, 23.0, 22.0, 21.0, 20.5, 20.0)
+_BODY_HEIGHT = (30.0, 28.5, 27.5, 27.0, 26.5, 25.5, 24.0, 23.0, 22.0, 21.0, 20.5, 20.0)
 _BODY_DEPTH = (44.0, 42.0, 42.0, 41.0, 39.0, 37.0, 34.0, 32.0, 30.0, 29.0, 28.0, 27.0)
 _SAC_DIAMETER = (10.0, 15.0, 15.5, 15.5, 15.0, 15.0, 14.0, 13.5, 13.0, 13.0, 13.0, 13.0)
 # Disc k = 1..11 (index k - 1): healthy height at the centre and turn (degrees) between its bodies.
 _DISC_HEIGHT = (10.5, 11.0, 10.5, 9.5, 8.5, 6.5, 6.0, 5.5, 5.0, 4.8, 4.5)
-_DISC_TURN = (13.0, 9.0, 7.0, 6.0, 4.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-_SACRAL_SLOPE = 34.0  # angle of the S1 frame's caudal axis from the image vertical
+# Positive turns open the disc anteriorly. With the turns shrinking as discs narrow, the mean
+# body angles (L5 19, L3 -3, L1 -12, T11 -20 degrees) follow the disc boxes of SPIDER.
+_DISC_TURN = (13.0, 12.0, 11.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.0, -1.0, -1.0)
+_SACRAL_SLOPE = 32.0  # angle of the S1 frame's caudal axis from the image vertical
 _N_LUMBAR_DISCS = 5
-_SACRUM = ((24.0, 38.0), (20.0, 31.0), (16.0, 25.0), (13.0, 19.0), (10.0, 14.0), (8.0, 10.0))  # S2..Co2 (h, w)
+_LORDOSIS_KEPT = 0.7  # share of the wedge lost by a narrowed disc that the disc above takes on
+_SACRUM = (
+    (26.0, 40.0),
+    (22.0, 34.0),
+    (18.0, 27.0),
+    (15.0, 21.0),
+    (12.0, 15.0),
+    (10.0, 11.0),
+)  # S2..Co2 (h, w)
 
 # (T1, T2) signal of each tissue before the per-patient jitter, bias field and window.
 _TISSUES: dict[str, tuple[float, float]] = {
@@ -168,9 +186,15 @@ _NUCLEUS_T1 = (0.40, 0.38, 0.35, 0.30, 0.26)
 _NUCLEUS_T2 = (0.95, 0.80, 0.50, 0.26, 0.14)
 _MODIC_SIGNAL = {1: (0.30, 0.80), 2: (0.92, 0.70), 3: (0.10, 0.10)}
 
+_BOX_MARGIN = (4.5, 3.0)  # mm added left/right and above/below the endplate corners
+# The field of view is zoomed per patient so that the top graded disc and L5/S1 sit where
+# SPIDER's do (disc centres at about 3-9% and 66-84% of the image height).
+_TOP_DISC_AT, _LOWEST_DISC_AT = (0.03, 0.09), (0.66, 0.84)
+_ZOOM = (0.8, 1.25)  # bounds on the per-patient spacing / pixel_spacing_mm
 _MIN_FOV_ROWS_MM = 240.0
 _MIN_FOV_COLS_MM = 140.0
-_EDGE_MM = 4.0  # graded boxes stay this far inside the image before the per-series shift
+_EDGE_MM = 1.0  # graded boxes stay this far inside the image after the per-series shift
+_CUT_MM = 0.5  # the centre of the disc above the graded ones stays this far above the top edge
 _SERIES_SHIFT_MM = 2.0
 
 
@@ -265,8 +289,9 @@ class Patient:
     sacrum: list[Vertebra]  # S2 .. Co2
     discs: list[Disc]  # label 1 .. 11
     n_graded: int
+    spacing: float  # mm per pixel of this patient's images
     signals: dict[str, dict[str, float]]  # sequence -> tissue -> signal
-    anatomy: dict[str, float]
+    anatomy: dict
     texture_seed: int
 
 
@@ -346,11 +371,20 @@ def generate_mri_dataset(
 ) -> Path:
     """Write the spider-sagittal layout under out_dir; return out_dir.
 
-    ``image_size`` is (height, width) in pixels and ``pixel_spacing_mm`` the size of a (square)
-    pixel, so the field of view is ``height x spacing`` mm tall; it must hold at least
-    240 mm (sacrum to L1/L2) and 140 mm across. Patient ``p`` (1, 2, ...) depends only on
-    ``seed`` and ``p``, and each series only on the patient and its sequence, so adding
-    patients or sequences leaves the other files unchanged.
+    Files: ``images/{patient}_{sequence}.png`` (8-bit, cranial up, anterior left; patients
+    1..n), ``series.csv``, ``discs.csv`` (one box per graded disc, around the disc and its
+    endplates), ``gradings.csv`` (per patient and level, shared by its series) with the columns
+    and conventions of SPIDER's files, ``spacing.csv`` (image_id, row_mm, col_mm) and
+    ``masks/{image_id}.png`` with ``masks/labels.json`` (:data:`MASK_LABELS`).
+
+    ``image_size`` is (height, width) in pixels. ``pixel_spacing_mm`` is the nominal size of a
+    square pixel: each patient's field of view is zoomed by 0.8-1.25 so that its graded discs
+    sit in the image as SPIDER's do (fewer discs, larger zoom); ``spacing.csv`` holds the
+    spacing actually used, the same for all series of a patient. The nominal field of view
+    (``image_size x pixel_spacing_mm``) must be at least 240 mm tall and 140 mm wide, e.g.
+    192 px need 1.25 mm or more. Patient ``p`` depends only on ``seed`` and ``p``, and each
+    series only on its patient and sequence, so adding patients or sequences leaves the other
+    files unchanged.
     """
     n_patients, seed, rows, cols, sequences, spacing = _check_arguments(
         n_patients, seed, image_size, sequences, pixel_spacing_mm
@@ -361,13 +395,13 @@ def generate_mri_dataset(
     grade_model = _grade_model()
     series_rows, disc_rows, grading_rows, spacing_rows = [], [], [], []
     for pid in range(1, n_patients + 1):
-        patient = _plan_patient(np.random.default_rng([seed, 1, pid]), pid, rows * spacing, cols * spacing, grade_model)
+        patient = _plan_patient(np.random.default_rng([seed, 1, pid]), pid, rows, cols, spacing, grade_model)
         graded = patient.discs[: patient.n_graded]
         for disc in graded:
             grading_rows.append((pid, disc.label, LEVELS[disc.label - 1], *_grade_values(disc)))
         for sequence in sequences:
             rng = np.random.default_rng([seed, 2, pid, SEQUENCES.index(sequence)])
-            pixels, mask, boxes = _render_series(patient, sequence, rng, rows, cols, spacing)
+            pixels, mask, boxes = _render_series(patient, sequence, rng, rows, cols)
             image_id = f"{pid}_{sequence}"
             _save_png(out_dir / "images" / f"{image_id}.png", pixels)
             _save_png(out_dir / "masks" / f"{image_id}.png", mask)
@@ -376,7 +410,7 @@ def generate_mri_dataset(
             for disc, box in zip(graded, boxes, strict=True):
                 level = LEVELS[disc.label - 1]
                 disc_rows.append((image_id, pid, sequence, disc.label, level, *box, *_grade_values(disc)))
-            spacing_rows.append((image_id, f"{spacing:.6g}", f"{spacing:.6g}"))
+            spacing_rows.append((image_id, f"{patient.spacing:.6g}", f"{patient.spacing:.6g}"))
     _save_csv(out_dir / "series.csv", SERIES_COLUMNS, series_rows)
     _save_csv(out_dir / "discs.csv", DISC_COLUMNS, disc_rows)
     _save_csv(out_dir / "gradings.csv", GRADING_COLUMNS, grading_rows)
@@ -459,20 +493,23 @@ def _grade_model() -> dict[str, dict]:
         prev = PREVALENCE_BY_LEVEL[level]
         tables = {name: _odds_scaled(table, pf, prev[name]) for name, table in _GIVEN_PFIRRMANN.items()}
         modic = float(np.sum(pf * tables["modic"]))
-        tables["up_endplate"] = _odds_scaled(_UP_ENDPLATE_GIVEN_MODIC, (1 - modic, modic), prev["up_endplate"])
+        tables["up_endplate"] = _odds_scaled(
+            _UP_ENDPLATE_GIVEN_MODIC, (1 - modic, modic), prev["up_endplate"]
+        )
         up = prev["up_endplate"]
         tables["low_endplate"] = _odds_scaled(_LOW_ENDPLATE_GIVEN_UP, (1 - up, up), prev["low_endplate"])
         model[level] = {"cumulative": np.cumsum(pf), **tables}
     return model
 
 
-def _draw_grades(rng, model) -> list[dict[str, int]]:
-    """Grades of discs 1..9; a patient-level latent makes degeneration cluster per patient."""
+def _draw_grades(rng, model, levels) -> list[dict[str, int]]:
+    """Grades of one patient's discs at ``levels``; a patient-level latent makes degeneration
+    cluster per patient."""
     weight = _PATIENT_DEGENERATION_WEIGHT
     patient = rng.standard_normal()
     modic_types = np.cumsum(MODIC_TYPE_SHARES) / sum(MODIC_TYPE_SHARES)
     grades = []
-    for level in LEVELS:
+    for level in levels:
         table = model[level]
         latent = weight * patient + math.sqrt(1 - weight**2) * rng.standard_normal()
         pfirrmann = int(np.searchsorted(table["cumulative"][:-1], ndtr(latent), side="right")) + 1
@@ -497,18 +534,19 @@ def _grade_values(disc: Disc) -> tuple[int, ...]:
 # --- planning ---------------------------------------------------------------------------------
 
 
-def _plan_patient(rng, pid: int, rows_mm: float, cols_mm: float, model) -> Patient:
+def _plan_patient(rng, pid: int, rows: int, cols: int, spacing: float, model) -> Patient:
     """Grades, then the spine that shows them, placed in the field of view."""
-    grades = _draw_grades(rng, model)
-    # Discs above T9/T10 are never graded; they look like an ordinary upper thoracic disc.
-    grades += [{**_draw_grades(rng, model)[8], "spondylolisthesis": 0} for _ in range(2)]
+    # Discs 10 and 11 (above T9/T10) are never graded; they look like an upper thoracic disc.
+    grades = _draw_grades(rng, model, (*LEVELS, LEVELS[-1], LEVELS[-1]))
+    for grade in grades[len(LEVELS) :]:
+        grade["spondylolisthesis"] = 0
     size = rng.uniform(0.9, 1.1)
     discs = [_plan_disc(rng, k + 1, grade, size) for k, grade in enumerate(grades)]
     spine, sacrum = _build_spine(rng, discs, size)
     for k, disc in enumerate(discs, start=1):
         _plan_endplates(rng, spine[k], spine[k - 1], disc)
     wanted = int(rng.choice(list(DISC_COUNT_SHARES), p=_normalised(DISC_COUNT_SHARES.values())))
-    n_graded = _place(rng, spine, sacrum, discs, wanted, rows_mm, cols_mm)
+    n_graded, spacing = _place(rng, spine, sacrum, wanted, rows, cols, spacing)
     anatomy = {
         "back_depth": rng.uniform(75, 110) * size,
         "buttock": rng.uniform(10, 45),
@@ -521,11 +559,13 @@ def _plan_patient(rng, pid: int, rows_mm: float, cols_mm: float, model) -> Patie
         "cord": rng.uniform(3.6, 4.6),
         "coil": rng.uniform(120, 260),
         "pad_left": rng.uniform(0.03, 0.16) if rng.random() < 0.3 else 0.0,
+        "back_knots": rng.normal(0, 6, 6),
+        "fat_knots": rng.normal(0, 1, 5),
     }
     signals = {}
     for index, sequence in enumerate(SEQUENCES):
         signals[sequence] = {name: pair[index] * rng.uniform(0.92, 1.08) for name, pair in _TISSUES.items()}
-    return Patient(pid, spine, sacrum, discs, n_graded, signals, anatomy, int(rng.integers(2**31)))
+    return Patient(pid, spine, sacrum, discs, n_graded, spacing, signals, anatomy, int(rng.integers(2**31)))
 
 
 def _normalised(values) -> np.ndarray:
@@ -537,32 +577,37 @@ def _plan_disc(rng, label: int, grade: dict[str, int], size: float) -> Disc:
     """Height, bulge, herniation and nucleus that make the grades visible."""
     pf = grade["pfirrmann"]
     if grade["narrowing"] or pf == 5:
-        factor = rng.uniform(0.40, 0.60)
+        factor = rng.uniform(0.35, 0.55)
     else:
         factor = {3: rng.uniform(0.9, 1.0), 4: rng.uniform(0.82, 0.95)}.get(pf, rng.uniform(0.95, 1.05))
     disc = Disc(label, grade, _DISC_HEIGHT[label - 1] * size * factor)
     if grade["bulging"]:
-        disc.bulge, disc.bulge_front = rng.uniform(2.0, 4.0), rng.uniform(0.5, 2.0)
+        disc.bulge, disc.bulge_front = rng.uniform(2.0, 4.0), rng.uniform(0.5, 1.5)
     else:
-        disc.bulge, disc.bulge_front = rng.uniform(-0.3, 0.6), rng.uniform(0.0, 1.0)
-    if grade["herniation"]:
+        disc.bulge, disc.bulge_front = rng.uniform(-0.3, 0.6), rng.uniform(0.0, 0.8)
+    if grade["herniation"]:  # protrusion (broad based) or extrusion (a fragment, maybe migrated)
         extruded = rng.random() < 0.3
+        height = rng.uniform(7, 12) if extruded else rng.uniform(6, 10)
         disc.hernia = {
             "depth": max(disc.bulge, 0) + (rng.uniform(5, 9) if extruded else rng.uniform(4, 7)),
-            "height": rng.uniform(6, 11) if extruded else rng.uniform(5, 9),
-            "shift": rng.choice((-1, 1)) * rng.uniform(3, 7) if extruded else rng.uniform(-1.5, 1.5),
-            "neck": rng.uniform(1.5, 2.5) if extruded else 0.0,
+            "height": height,
+            "shift": rng.choice((-1, 1)) * rng.uniform(2, 5) if extruded else rng.uniform(-1.0, 1.0),
+            "neck": rng.uniform(0.3, 0.4) * height if extruded else 0.0,
             "signal": rng.uniform(0.45, 0.8),
         }
     disc.nucleus = {
-        "size": (rng.uniform(0.55, 0.65), rng.uniform(0.5, 0.6), rng.uniform(0.4, 0.5), rng.uniform(0.3, 0.42), 0.3)[
-            pf - 1
-        ],
+        "size": (
+            rng.uniform(0.55, 0.65),
+            rng.uniform(0.5, 0.6),
+            rng.uniform(0.4, 0.5),
+            rng.uniform(0.3, 0.42),
+            0.3,
+        )[pf - 1],
         "t1": _NUCLEUS_T1[pf - 1] + rng.normal(0, 0.015),
         "t2": _NUCLEUS_T2[pf - 1] + rng.normal(0, 0.03),
         "mottle": (0.0, 0.04, 0.18, 0.15, 0.1)[pf - 1],
         "cleft": (0.0, rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.4), 0.0, 0.0)[pf - 1],
-        "blur": (1.0, 1.0, 2.5, 3.0, 3.0)[pf - 1],
+        "blur": (2.0, 2.0, 3.0, 3.0, 3.0)[pf - 1],
         "vacuum": float(pf == 5 and rng.random() < 0.3),
     }
     return disc
@@ -570,22 +615,34 @@ def _plan_disc(rng, label: int, grade: dict[str, int], size: float) -> Disc:
 
 def _build_spine(rng, discs: list[Disc], size: float) -> tuple[list[Vertebra], list[Vertebra]]:
     """S1..T7 stacked upwards with lordosis and kyphosis, then the sacral chain downwards."""
-    lordosis, kyphosis = rng.uniform(0.6, 1.35), rng.uniform(0.5, 1.6)
+    # Sagittal balance: a steeper sacrum comes with more lumbar lordosis above it.
+    slope = rng.uniform(0.8, 1.2)
+    lordosis, kyphosis = slope * rng.uniform(0.9, 1.1), rng.uniform(0.5, 1.6)
     turns = np.radians(np.array(_DISC_TURN) * np.where(np.arange(11) < _N_LUMBAR_DISCS, lordosis, kyphosis))
     turns += np.radians(rng.normal(0, 1.5, 11))
-    theta = math.radians(_SACRAL_SLOPE * rng.uniform(0.8, 1.2))
-    spine = []
+    theta = math.radians(_SACRAL_SLOPE * slope)
+    spine, carry = [], 0.0
     for i, name in enumerate(_VERTEBRA_NAMES):
-        h, w = _BODY_HEIGHT[i] * size * rng.uniform(0.96, 1.04), _BODY_DEPTH[i] * size * rng.uniform(0.96, 1.04)
-        vert = Vertebra(0.0, 0.0, theta, w, h, name=name, wall=rng.uniform(0.8, 1.2), waist=rng.uniform(0.5, 1.5))
-        vert.process = (rng.uniform(24, 34) if i < 6 else rng.uniform(20, 28), rng.uniform(0.45, 0.9))
-        if rng.random() < 0.12:
+        h, w = (
+            _BODY_HEIGHT[i] * size * rng.uniform(0.96, 1.04),
+            _BODY_DEPTH[i] * size * rng.uniform(0.96, 1.04),
+        )
+        vert = Vertebra(
+            0.0, 0.0, theta, w, h, name=name, wall=rng.uniform(0.6, 0.9), waist=rng.uniform(0.5, 1.5)
+        )
+        vert.process = (rng.uniform(24, 34) if i < 6 else rng.uniform(20, 28), rng.uniform(0.35, 0.75))
+        if rng.random() < 0.05:
             vert.focus = (rng.uniform(-0.25, 0.25) * w, rng.uniform(-0.25, 0.25) * h, rng.uniform(2, 5))
         if spine:
             lower, disc = spine[-1], discs[i - 1]
-            # A narrowed disc cannot stay wedged: keep its posterior height >= 1.5 mm.
+            # A narrowed disc collapses as a whole: its wedge shrinks with its height and its
+            # posterior height stays >= 1.5 mm; the discs above make up most of the lordosis
+            # lost (the patient stays upright), up to T12/L1.
+            wanted = turns[i - 1] + carry
+            turn = wanted * (0.4 + 0.6 * min(disc.height / (_DISC_HEIGHT[i - 1] * size), 1.0))
             limit = math.asin(min(max((disc.height - 1.5) / ((w + lower.w) / 4), 0.0), 1.0))
-            turn = min(turns[i - 1], limit) if turns[i - 1] > 0 else turns[i - 1]
+            turn = min(turn, limit) if turn > 0 else turn
+            carry = _LORDOSIS_KEPT * (wanted - turn) if i <= _N_LUMBAR_DISCS else 0.0
             vert.theta = lower.theta - turn
             _stack(vert, lower, disc.height, above=True)
         spine.append(vert)
@@ -598,7 +655,8 @@ def _build_spine(rng, discs: list[Disc], size: float) -> tuple[list[Vertebra], l
                 vert.cx, vert.cy = vert.cx + dx, vert.cy + dy
     sacrum, lower = [], spine[0]
     for j, (h, w) in enumerate(_SACRUM):
-        seg = Vertebra(0.0, 0.0, lower.theta + math.radians(rng.uniform(6, 14)), w * size, h * size)
+        # The sacrum is concave in front: each segment turns its lower end forwards.
+        seg = Vertebra(0.0, 0.0, lower.theta - math.radians(rng.uniform(3, 10)), w * size, h * size)
         seg.name, seg.wall = f"S{j + 2}" if j < 4 else f"Co{j - 3}", 1.0
         _stack(seg, lower, rng.uniform(0.8, 1.6) if j < 4 else rng.uniform(2, 3), above=False)
         sacrum.append(seg)
@@ -607,22 +665,21 @@ def _build_spine(rng, discs: list[Disc], size: float) -> tuple[list[Vertebra], l
 
 
 def _stack(vert: Vertebra, other: Vertebra, gap: float, *, above: bool) -> None:
-    """Place ``vert`` just above (or below) ``other`` with ``gap`` mm between endplate centres."""
+    """Place ``vert`` just above (or below) ``other`` with ``gap`` mm between the endplate
+    centres, measured along the mean axis of the two bodies."""
     side = -1 if above else 1
     ex, ey = other.to_image(0.0, side * other.h / 2)
     phi = (vert.theta + other.theta) / 2
-    step = gap + vert.h / 2
-    vert.cx, vert.cy = ex + side * step * math.sin(phi), ey + side * step * math.cos(phi)
-    # The centre above an endplate lies along the vertebra's own axis from the disc's far side.
-    vert.cx += side * (vert.h / 2) * (math.sin(vert.theta) - math.sin(phi))
-    vert.cy += side * (vert.h / 2) * (math.cos(vert.theta) - math.cos(phi))
+    half = vert.h / 2
+    vert.cx = ex + side * (gap * math.sin(phi) + half * math.sin(vert.theta))
+    vert.cy = ey + side * (gap * math.cos(phi) + half * math.cos(vert.theta))
 
 
 def _plan_endplates(rng, upper: Vertebra, lower: Vertebra, disc: Disc) -> None:
     """Endplate irregularity and Modic bands of the two bodies around ``disc``."""
     grade = disc.grades
     for vert, flag, side in ((upper, grade["up_endplate"], 1), (lower, grade["low_endplate"], -1)):
-        plate = Endplate(concave=rng.uniform(0.3, 0.9), cortex=rng.uniform(0.7, 1.0))
+        plate = Endplate(concave=rng.uniform(0.3, 0.9), cortex=rng.uniform(0.6, 0.9))
         if flag:
             plate.rough = rng.uniform(0.4, 1.0)
             plate.freq = rng.uniform(2.0, 5.0)
@@ -664,50 +721,60 @@ def _disc_corners(upper: Vertebra, lower: Vertebra, frame: Frame) -> dict[str, t
 
 
 def _disc_box_mm(upper: Vertebra, lower: Vertebra) -> Box:
-    """Image box (mm) around a disc and the adjacent endplates."""
-    frame = _disc_frame(upper, lower)
-    c = _disc_corners(upper, lower, frame)
-    reach = 0.24 * (upper.h + lower.h) / 2
-    u0, u1 = min(c["a1"][0], c["a2"][0]) - 3.0, max(c["p1"][0], c["p2"][0]) + 3.0
-    v0, v1 = min(c["a1"][1], c["p1"][1]) - reach, max(c["a2"][1], c["p2"][1]) + reach
-    xs, ys = frame.to_image(np.array([u0, u1, u1, u0]), np.array([v0, v0, v1, v1]))
-    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+    """Image box (mm) around a disc and the adjacent endplates: the bounds of the four endplate
+    corners plus a margin (sized so that box width and height per disc pitch match SPIDER's)."""
+    xs, ys = zip(
+        upper.to_image(-upper.w / 2, upper.h / 2),
+        upper.to_image(upper.w / 2, upper.h / 2),
+        lower.to_image(-lower.w / 2, -lower.h / 2),
+        lower.to_image(lower.w / 2, -lower.h / 2),
+        strict=True,
+    )
+    mx, my = _BOX_MARGIN
+    return min(xs) - mx, min(ys) - my, max(xs) + mx, max(ys) + my
 
 
-def _place(rng, spine, sacrum, discs, wanted: int, rows_mm: float, cols_mm: float) -> int:
-    """Rotate the spine a few degrees and move it so that ``n`` discs (from L5/S1) are boxed
-    inside the image and disc ``n + 1`` is at least half above its top edge; return ``n``."""
-    angle = math.radians(float(np.clip(rng.normal(0, 2.5), -6, 6)))
+def _place(rng, spine, sacrum, wanted: int, rows: int, cols: int, spacing: float) -> tuple[int, float]:
+    """Rotate the spine a few degrees, pick the patient's pixel spacing (field of view) and move
+    the spine so that discs 1..n are boxed inside the image while disc n + 1 is at least half
+    above its top edge; return n and the spacing."""
+    angle = math.radians(float(np.clip(rng.normal(0, 2.0), -5, 5)))
     c, s = math.cos(angle), math.sin(angle)
     for vert in spine + sacrum:
         vert.cx, vert.cy = vert.cx * c + vert.cy * s, -vert.cx * s + vert.cy * c
         vert.theta += angle
     boxes = [_disc_box_mm(spine[k], spine[k - 1]) for k in range(1, len(spine))]
-    centres = [_disc_frame(spine[k], spine[k - 1]) for k in range(1, len(spine))]
+    centres = [_disc_frame(spine[k], spine[k - 1]).cy for k in range(1, len(spine))]
+    top_at, lowest_at = rng.uniform(*_TOP_DISC_AT), rng.uniform(*_LOWEST_DISC_AT)
     margin = _EDGE_MM + _SERIES_SHIFT_MM
     for n in range(wanted, 0, -1):
+        fov = (centres[0] - centres[n - 1]) / (lowest_at - top_at)
+        spacing_n = round(spacing * float(np.clip(fov / (rows * spacing), *_ZOOM)), 5)
+        rows_mm = rows * spacing_n
+        shift_y = top_at * rows_mm - centres[n - 1]
+        # Keep the top box inside, disc n + 1 above the image and the L5/S1 box inside.
         lo = margin - boxes[n - 1][1]
-        hi = -margin - centres[n].cy
-        lowest = rows_mm - margin - boxes[0][3]
-        if lo <= min(hi, lowest) or n == 1:
-            shift_y = rng.uniform(lo, max(lo, min(hi, lowest)))
+        hi = min(-_CUT_MM - _SERIES_SHIFT_MM - centres[n], rows_mm - margin - boxes[0][3])
+        if lo <= hi or n == 1:
+            shift_y = float(np.clip(shift_y, lo, max(lo, hi)))
             break
+    cols_mm = cols * spacing_n
     left = min(box[0] for box in boxes[:n])
     right = max(box[2] for box in boxes[:n])
-    centre = rng.uniform(0.40, 0.56) * cols_mm
-    shift_x = centre - (left + right) / 2
+    shift_x = rng.uniform(0.42, 0.58) * cols_mm - (left + right) / 2
     shift_x = float(np.clip(shift_x, margin - left, max(margin - left, cols_mm - margin - right)))
     for vert in spine + sacrum:
         vert.cx += shift_x
         vert.cy += shift_y
-    return n
+    return n, spacing_n
 
 
 # --- rendering --------------------------------------------------------------------------------
 
 
-def _render_series(patient: Patient, sequence: str, rng, rows: int, cols: int, spacing: float):
+def _render_series(patient: Patient, sequence: str, rng, rows: int, cols: int):
     """8-bit image, label mask and integer disc boxes of one series."""
+    spacing = patient.spacing
     shift = rng.uniform(-_SERIES_SHIFT_MM, _SERIES_SHIFT_MM, 2)
     grid = Grid(rows, cols, spacing, float(shift[0]), float(shift[1]))
     canvas = Canvas(
@@ -729,7 +796,9 @@ def _render_series(patient: Patient, sequence: str, rng, rows: int, cols: int, s
     pixels = _acquire(canvas.signal, rng, grid, bounds, patient.anatomy["coil"])
     boxes = []
     for k in range(1, patient.n_graded + 1):
-        boxes.append(_pixel_box(grid, _disc_box_mm(patient.spine[k], patient.spine[k - 1]), canvas.disc_id == k))
+        boxes.append(
+            _pixel_box(grid, _disc_box_mm(patient.spine[k], patient.spine[k - 1]), canvas.disc_id == k)
+        )
     pad = int(patient.anatomy["pad_left"] * cols)
     if pad:
         pad = min(pad, min(box[0] for box in boxes) - int(math.ceil(8 / spacing)))
@@ -738,21 +807,25 @@ def _render_series(patient: Patient, sequence: str, rng, rows: int, cols: int, s
     return pixels, canvas.mask, boxes
 
 
+_TEXTURES = ("muscle", "abdomen", "bowel", "gut", "marrow", "modic", "nucleus", "csf")
+
+
 class _Textures:
-    """Smooth noise fields of one patient (the same pattern in each of its series)."""
+    """Smooth noise fields of one patient, made on demand (the same pattern in each series)."""
 
     def __init__(self, seed: int, grid: Grid):
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.grid = grid
         self.cache: dict[str, np.ndarray] = {}
 
     def get(self, name: str, sigma_mm: tuple[float, float]) -> np.ndarray:
+        """Unit-variance noise smoothed by ``sigma_mm`` (rows, columns)."""
         if name not in self.cache:
-            noise = np.random.default_rng([int(self.rng.bit_generator.seed_seq.entropy), len(name), sum(map(ord, name))])
-            field_ = noise.standard_normal(self.grid.shape).astype(np.float32)
+            rng = np.random.default_rng([self.seed, _TEXTURES.index(name)])
+            noise = rng.standard_normal(self.grid.shape).astype(np.float32)
             sigma = tuple(max(s / self.grid.spacing, 0.5) for s in sigma_mm)
-            field_ = ndimage.gaussian_filter(field_, sigma, mode="reflect")
-            self.cache[name] = field_ / (field_.std() + 1e-6)
+            noise = ndimage.gaussian_filter(noise, sigma, mode="reflect")
+            self.cache[name] = noise / (noise.std() + 1e-6)
         return self.cache[name]
 
 
@@ -777,21 +850,31 @@ def _draw_soft_tissue(canvas: Canvas, patient: Patient, sig, tex: _Textures) -> 
     wall = _row_profile([v.to_image(v.w / 2, dv) for v in patient.spine for dv in (-v.h / 2, v.h / 2)], y)
     s1 = patient.spine[0]
     below = np.clip((y - s1.cy) / 80.0, 0, 1)
-    wobble = np.interp(y[:, 0], np.linspace(y.min(), y.max(), 6), tex.rng.normal(0, 6, 6))[:, None]
+    below = below * below * (3 - 2 * below)  # the buttocks round off below the sacrum
+    knots = a["back_knots"]
+    wobble = np.interp(y[:, 0], np.linspace(y.min(), y.max(), len(knots)), knots)[:, None]
     back = wall + a["back_depth"] + a["buttock"] * below + wobble
-    fat = a["fat"] * (1 + 0.15 * np.interp(y[:, 0], np.linspace(y.min(), y.max(), 5), tex.rng.normal(0, 1, 5)))[:, None]
+    back = ndimage.gaussian_filter1d(back[:, 0], 15.0 / s, mode="nearest")[:, None]  # skin is smooth
+    knots = a["fat_knots"]
+    fat = (
+        a["fat"] * (1 + 0.15 * np.interp(y[:, 0], np.linspace(y.min(), y.max(), len(knots)), knots))[:, None]
+    )
     full = (slice(None), slice(None))
 
-    streak = tex.get("muscle", (6.0, 1.2))
-    muscle = sig["muscle"] + (sig["fat"] - sig["muscle"]) * np.clip(0.35 * streak - 0.25, 0, 0.6)
+    streak = tex.get("muscle", (10.0, 1.5))  # fatty streaks between muscle fibres running cranio-caudally
+    muscle = sig["muscle"] + (sig["fat"] - sig["muscle"]) * np.clip(0.2 * streak - 0.1, 0, 0.45)
     canvas.paint(full, _fill(x - back, s), muscle)
-    lumps, loops, content = tex.get("abdomen", (14.0, 14.0)), tex.get("bowel", (7.0, 7.0)), tex.get("gut", (10.0, 10.0))
-    belly = sig["viscera"] + (sig["fat"] - sig["viscera"]) * np.clip(0.5 + 0.45 * lumps, 0, 1)
-    inside = np.clip(0.5 + 0.5 * content, 0, 1)
+    # Abdomen and pelvis: mesenteric fat and viscera with bowel loops of mixed content.
+    lumps, loops, content = (
+        tex.get("abdomen", (18.0, 18.0)),
+        tex.get("bowel", (3.5, 3.5)),
+        tex.get("gut", (6.0, 6.0)),
+    )
+    belly = sig["viscera"] + (sig["fat"] - sig["viscera"]) * np.clip(0.45 + 0.2 * lumps, 0, 1)
+    inside = np.clip(0.5 + 0.4 * content, 0, 1)
     gut = sig["bowel_dark"] + (sig["bowel_bright"] - sig["bowel_dark"]) * inside
-    bowel = _fill(0.6 - loops, 0.25)
+    bowel = _fill(0.8 - loops, 0.6) * np.clip(0.4 - 0.4 * lumps, 0, 1)
     belly = belly + bowel * (gut - belly)
-    belly = belly * (1 - 0.6 * np.exp(-(((loops - 0.6) / 0.12) ** 2)))  # dark bowel walls
     canvas.paint(full, _fill(x - (front - 1.0), s) * 0.85, sig["fat"])
     canvas.paint(full, _fill(x - (front - a["prevertebral"]), s), belly)
     canvas.paint(full, _fill(x - back, s) * _fill((back - fat) - x, s), sig["fat"])
@@ -819,7 +902,9 @@ def _tube(grid: Grid, points, radii):
     pts = np.asarray(points, dtype=np.float32)
     rad = np.asarray(radii, dtype=np.float32)
     pad = float(rad.max()) + 2 * grid.spacing
-    found = grid.rect(pts[:, 0].min() - pad, pts[:, 0].max() + pad, pts[:, 1].min() - pad, pts[:, 1].max() + pad)
+    found = grid.rect(
+        pts[:, 0].min() - pad, pts[:, 0].max() + pad, pts[:, 1].min() - pad, pts[:, 1].max() + pad
+    )
     if found is None:
         return None
     sl, x, y = found
@@ -864,31 +949,30 @@ def _canal_line(patient: Patient, offset, radius) -> tuple[list, list]:
 def _draw_canal(canvas: Canvas, patient: Patient, sig, tex: _Textures) -> None:
     """Ligamentum flavum, epidural fat, dura, CSF, cord and cauda equina."""
     grid, a, s = canvas.grid, patient.anatomy, canvas.grid.spacing
-    gap = 1.2  # posterior longitudinal ligament and anterior epidural space
+    gap = 0.8  # posterior longitudinal ligament and anterior epidural space
 
     def fat_of(vert: Vertebra) -> float:
         lumbar = vert.name.startswith("L") or vert.name == "S1"
         return a["epidural"] * (1.0 if lumbar else 0.4)
 
-    flavum = 2.5
-    sacral = _sacral_canal(patient)
-    points, radii = _canal_line(
-        patient, lambda v, r: gap + r + (fat_of(v) + flavum) / 2, lambda v, r: r + (fat_of(v) + flavum) / 2
-    )
-    for layer, extra in (("ligament", flavum), ("fat", 0.0)):
-        if layer == "fat":
-            points, radii = _canal_line(patient, lambda v, r: gap + r + fat_of(v) / 2, lambda v, r: r + fat_of(v) / 2)
-        found = _tube(grid, points + sacral[0], radii + [r + extra for r in sacral[1]])
+    sacral_points, sacral_radii = _sacral_canal(patient)
+    for layer, extra in (("ligament", 1.8), ("fat", 0.0)):  # ligamentum flavum, then epidural fat
+        points, radii = _canal_line(
+            patient,
+            lambda v, r, e=extra: gap + r + (fat_of(v) + e) / 2,
+            lambda v, r, e=extra: r + (fat_of(v) + e) / 2,
+        )
+        found = _tube(grid, points + sacral_points, radii + [r + extra for r in sacral_radii])
         if found is not None:
             sl, d = found
             canvas.paint(sl, _fill(d, s), sig[layer])
     points, radii = _canal_line(patient, lambda v, r: gap + r, lambda v, r: r)
     # The thecal sac ends in a point at S2.
-    s1, s2 = patient.spine[0], patient.sacrum[0]
+    s2 = patient.sacrum[0]
     tip = s2.to_image(s2.w / 2 + gap + 1.0, 0.0)
     sac_points, sac_radii = points + [tip], radii + [0.8]
     sac_radii[-2] = 0.6 * sac_radii[-2]
-    found = _tube(grid, sac_points, [r + 0.6 for r in sac_radii])
+    found = _tube(grid, sac_points, [r + 0.4 for r in sac_radii])
     if found is not None:
         sl, d = found
         canvas.paint(sl, _fill(d, s), sig["ligament"])  # dura
@@ -899,25 +983,21 @@ def _draw_canal(canvas: Canvas, patient: Patient, sig, tex: _Textures) -> None:
     canvas.paint(sl, _fill(d, s), sig["csf"] * (1 + 0.03 * tex.get("csf", (3.0, 3.0))[sl]), label=3)
     # Cord: from the top down to the conus medullaris at L1 or L1/L2, tapering over 15 mm.
     l1 = patient.spine[5]
-    cut = next(i for i, p in enumerate(sac_points) if p[1] > l1.cy) + 1
-    cord_points = [p for p in sac_points[:cut]]
     conus = l1.to_image(l1.w / 2 + gap + _SAC_DIAMETER[5] * a["sac"] / 2, a["conus"] * l1.h / 2)
-    cord_points = [p for p in cord_points if p[1] < conus[1] - 15] + [conus]
+    cord_points = [p for p in sac_points if p[1] < conus[1] - 15] + [conus]
     cord_radii = [a["cord"]] * (len(cord_points) - 1) + [0.4]
     found = _tube(grid, cord_points, cord_radii)
     if found is not None:
         sl_c, d_c = found
         canvas.paint(sl_c, _fill(d_c, s), sig["cord"])
     # Cauda equina: thin roots hanging towards the back of the sac (the patient lies supine).
-    for share in (0.15, 0.4, 0.65):
-        roots = []
-        for (px, py), r in zip(sac_points[cut - 1 : -1], sac_radii[cut - 1 : -1], strict=True):
-            roots.append((px + share * r * 0.8, py))
-        roots = [conus, *roots[1:], tip]
+    for share in (0.35, 0.55, 0.75):
+        below = zip(sac_points[:-1], sac_radii[:-1], strict=True)
+        roots = [conus, *((px + share * r * 0.8, py) for (px, py), r in below if py > conus[1] + 3), tip]
         found = _tube(grid, roots, [0.6] * len(roots))
         if found is not None:
             sl_r, d_r = found
-            canvas.paint(sl_r, _fill(d_r, max(s, 1.2)) * 0.6, sig["roots"])
+            canvas.paint(sl_r, _fill(d_r, max(s, 1.2)) * 0.35, sig["roots"])
 
 
 def _sacral_canal(patient: Patient) -> tuple[list, list]:
@@ -932,51 +1012,42 @@ def _sacral_canal(patient: Patient) -> tuple[list, list]:
 
 
 def _draw_posterior_elements(canvas: Canvas, vert: Vertebra, patient: Patient, sig) -> None:
-    """Lamina and spinous process behind the canal: fainter bone (partly out of the slice)."""
+    """Spinous process behind the canal: fainter bone, as it is partly out of the slice."""
     i = _VERTEBRA_NAMES.index(vert.name)
-    canal = _SAC_DIAMETER[i] * patient.anatomy["sac"] + 1.2 + 2.5 + patient.anatomy["epidural"]
+    canal = _SAC_DIAMETER[i] * patient.anatomy["sac"] + 0.8 + 1.8 + patient.anatomy["epidural"]
     length, visible = vert.process
-    u0 = vert.w / 2 + canal - 1.0
-    h = vert.h
-    if i < 6:  # lumbar: a square process pointing straight back
-        corners = ((u0, -0.35 * h), (u0 + length, -0.05 * h), (u0 + length, 0.40 * h), (u0, 0.5 * h))
-    else:  # thoracic: long and sloping down
-        corners = ((u0, -0.3 * h), (u0 + length, 0.45 * h), (u0 + length, 0.85 * h), (u0, 0.45 * h))
-    us = np.array([p[0] for p in corners])
-    vs = np.array([p[1] for p in corners])
-    window = canvas.grid.window(vert, us.min() - 3, us.max() + 3, vs.min() - 3, vs.max() + 3)
+    # Lumbar processes point straight back; thoracic ones are longer and slope down.
+    tilt, height = (math.radians(-8), 0.55 * vert.h) if i < 6 else (math.radians(-35), 0.35 * vert.h)
+    base = vert.w / 2 + canal - 1.0
+    cx, cy = vert.to_image(base + 0.5 * length * math.cos(tilt), 0.1 * vert.h - 0.5 * length * math.sin(tilt))
+    process = Frame(cx, cy, vert.theta + tilt, length, height)
+    reach = max(length, height) / 2 + 3
+    window = canvas.grid.window(process, -reach, reach, -reach, reach)
     if window is None:
         return
     sl, u, v = window
-    d = _polygon_sdf(us, vs, u, v)
+    d = _rounded_box(u, v, length / 2, height / 2, 0.45 * height)
     s = canvas.grid.spacing
     bone = sig["marrow"] * 0.85 + 0.15 * sig["muscle"]
-    canvas.paint(sl, _fill(d, s) * visible, sig["bone"])
-    canvas.paint(sl, _fill(d + 1.2, s) * visible, bone)
+    canvas.paint(sl, _fill(d, 2 * s) * visible * 0.7, sig["bone"])
+    canvas.paint(sl, _fill(d + 1.2, 2 * s) * visible, bone)
 
 
-def _polygon_sdf(us: np.ndarray, vs: np.ndarray, u, v):
-    """Approximate signed distance to a convex polygon (max over its edges' half-planes)."""
-    mu, mv = us.mean(), vs.mean()
-    d = np.full(np.broadcast_shapes(np.shape(u), np.shape(v)), -np.inf, np.float32)
-    for i in range(len(us)):
-        eu, ev = us[(i + 1) % len(us)] - us[i], vs[(i + 1) % len(us)] - vs[i]
-        norm = math.hypot(eu, ev)
-        nu, nv = ev / norm, -eu / norm
-        if (mu - us[i]) * nu + (mv - vs[i]) * nv > 0:
-            nu, nv = -nu, -nv
-        d = np.maximum(d, (u - us[i]) * nu + (v - vs[i]) * nv)
-    return d
+def _rounded_box(u, v, half_w: float, half_h: float, radius: float):
+    qu, qv = np.abs(u) - half_w + radius, np.abs(v) - half_h + radius
+    return np.hypot(np.maximum(qu, 0), np.maximum(qv, 0)) + np.minimum(np.maximum(qu, qv), 0) - radius
 
 
-def _body_sdf(vert: Vertebra, u, v, inset_wall: float = 0.0, inset_top: float = 0.0, inset_bottom: float = 0.0):
+def _body_sdf(
+    vert: Vertebra, u, v, inset_wall: float = 0.0, inset_top: float = 0.0, inset_bottom: float = 0.0
+):
     """Signed distance (mm, approximate) to the body outline, optionally inset per side."""
     half_top = vert.h / 2 - vert.top.indent(u, vert.w) - inset_top
     half_bottom = vert.h / 2 - vert.bottom.indent(u, vert.w) - inset_bottom
     dv = np.where(v < 0, -v - half_top, v - half_bottom)
     waist = vert.waist * np.clip(1 - (2 * v / vert.h) ** 2, 0, 1)
     du = np.abs(u) - (vert.w / 2 - waist - inset_wall)
-    r = 0.1 * min(vert.w, vert.h)
+    r = 0.06 * min(vert.w, vert.h)
     qu, qv = du + r, dv + r
     return np.hypot(np.maximum(qu, 0), np.maximum(qv, 0)) + np.minimum(np.maximum(qu, qv), 0) - r
 
@@ -991,7 +1062,7 @@ def _draw_body(canvas: Canvas, vert: Vertebra, sig, sequence: str, tex: _Texture
     outer = _fill(_body_sdf(vert, u, v), s)
     canvas.paint(sl, outer, sig["bone"], label=1)
     core = _fill(_body_sdf(vert, u, v, vert.wall, vert.top.cortex, vert.bottom.cortex), s)
-    marrow = sig["marrow"] * (1 + 0.07 * tex.get("marrow", (1.5, 1.5))[sl])
+    marrow = sig["marrow"] * (1 + 0.05 * tex.get("marrow", (2.5, 2.5))[sl])
     canvas.paint(sl, core, marrow)
     seq = SEQUENCES.index(sequence)
     for side, band in vert.bands:
@@ -1029,13 +1100,16 @@ def _draw_disc(canvas: Canvas, upper: Vertebra, lower: Vertebra, disc: Disc, sig
     sl, u, v = window
 
     def across(v_, a_, b_):  # the line between two corners, as u at height v_
-        return a_[0] + (b_[0] - a_[0]) * np.clip((v_ - a_[1]) / (b_[1] - a_[1]), 0, 1)
+        return a_[0] + (b_[0] - a_[0]) * np.clip((v_ - a_[1]) / max(b_[1] - a_[1], 1e-3), 0, 1)
 
     def level(u_, a_, b_):  # the line between two corners, as v at position u_
         return a_[1] + (b_[1] - a_[1]) * (u_ - a_[0]) / (b_[0] - a_[0])
 
     front, back = across(v, c["a1"], c["a2"]), across(v, c["p1"], c["p2"])
-    allow = max(upper.bottom.max_indent, lower.top.max_indent) + 0.8
+    # Room for the disc to fill endplate concavities and notches; it tapers to 0.8 mm over the
+    # last 3 mm before the walls, so that the disc does not creep up the bodies' waisted walls.
+    walls = np.clip(np.minimum(u - (ua1 + ua2) / 2, (up1 + up2) / 2 - u) / 3.0, 0, 1)
+    allow = 0.8 + max(upper.bottom.max_indent, lower.top.max_indent) * walls
     top, bottom = level(u, c["a1"], c["p1"]) - allow, level(u, c["a2"], c["p2"]) + allow
     d = np.maximum(np.maximum(front - u, u - back), np.maximum(top - v, v - bottom))
     mid_back, mid_front = (vp1 + vp2) / 2, (va1 + va2) / 2
@@ -1044,15 +1118,19 @@ def _draw_disc(canvas: Canvas, upper: Vertebra, lower: Vertebra, disc: Disc, sig
         (disc.bulge_front, (ua1 + ua2) / 2, mid_front, (va2 - va1) / 2),
     ):
         if amount > 0.2:
-            d = np.minimum(d, _ellipse_sdf(u - centre_u, v - centre_v, amount, half + 0.4 * amount))
+            reach = max(half, 1.0) + 0.8 * amount  # the bulge overhangs the bodies' corners
+            d = np.minimum(d, _ellipse_sdf(u - centre_u, v - centre_v, amount, reach))
     if hernia:
         v0 = mid_back + hernia["shift"]
-        base = float(across(np.float32(v0), c["p1"], c["p2"]))
-        a_, b_ = (hernia["depth"] + 1) / 2, hernia["height"] / 2
-        centre = base - 1 + a_
-        d_h = _ellipse_sdf(u - centre, v - v0, a_, b_)
-        if hernia["neck"]:
-            d_h = np.minimum(d_h, _segment_distance(u, v, (base - 2, mid_back), (centre, v0)) - hernia["neck"])
+        base = max(up1, up2)  # beyond both bodies' posterior walls, even with a slip
+        depth, half_height = hernia["depth"], hernia["height"] / 2
+        if hernia["neck"]:  # extrusion: a fragment joined to the disc by a narrower neck
+            centre = base + 0.6 * depth
+            d_h = _ellipse_sdf(u - centre, v - v0, 0.4 * depth, half_height)
+            neck = _segment_distance(u, v, (base - 2, mid_back), (centre, v0)) - hernia["neck"]
+            d_h = np.minimum(d_h, neck)
+        else:  # protrusion: a broad-based dome on the posterior margin
+            d_h = _ellipse_sdf(u - base, v - v0, depth, half_height)
         d = np.minimum(d, d_h)
     bodies = np.maximum(-_body_local_sdf(upper, frame, u, v), -_body_local_sdf(lower, frame, u, v))
     d = np.maximum(d, bodies)
@@ -1122,9 +1200,11 @@ def _acquire(signal: np.ndarray, rng, grid: Grid, back: np.ndarray, coil: float)
     bias = 1 / np.sqrt(1 + (distance / coil) ** 2)
     bias = bias * (1 - rng.uniform(0.0, 0.25) * ((y - grid.oy - rows_mm / 2) / (rows_mm / 2)) ** 2)
     low = rng.standard_normal((4, 4))
-    bias = bias * (1 + 0.08 * ndimage.zoom(low, (grid.rows / 4, grid.cols / 4), order=3)[: grid.rows, : grid.cols])
+    bias = bias * (
+        1 + 0.08 * ndimage.zoom(low, (grid.rows / 4, grid.cols / 4), order=3)[: grid.rows, : grid.cols]
+    )
     image = image * bias.astype(np.float32)
-    sigma = rng.uniform(0.012, 0.03)
+    sigma = rng.uniform(0.015, 0.04)
     noise = rng.standard_normal((2, *grid.shape)).astype(np.float32) * sigma
     image = np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2)
     top = np.percentile(image, rng.uniform(99.0, 99.8)) * rng.uniform(0.85, 1.1)
@@ -1159,5 +1239,3 @@ __all__ = [
     "SPACING_COLUMNS",
     "generate_mri_dataset",
 ]
-
-_ = os  # noqa: F841  (kept for parity with the sibling module's imports)
