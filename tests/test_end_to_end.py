@@ -108,3 +108,30 @@ def test_thesis_recipe_runs(tiny_xray, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "thesis" / "train_summary.json").read_text())
     assert summary["weights_source"] == "random init"
+
+
+def test_evaluate_on_another_dataset(trained_run, tmp_path):
+    from spinedx.synth.xray import generate_xray_dataset
+
+    other = tmp_path / "other"
+    generate_xray_dataset(other, n_images=12, seed=99, image_size=256)
+    out = tmp_path / "eval"
+    result = invoke(
+        "evaluate", trained_run, "--data", other / "annotations.csv", "--images", other / "images",
+        "--out", out, "--bootstrap", 20,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    boxed = pd.read_csv(other / "annotations.csv").dropna(subset=["xmin"])
+    assert metrics["n"] == len(boxed)
+    assert (out / "report.html").is_file()
+
+
+def test_python_api_matches_the_cli(trained_run, tiny_xray):
+    from spinedx import api
+
+    image = next((tiny_xray / "images").glob("*.png"))
+    predictions = api.predict(trained_run, [image])
+    assert len(predictions.records) == 1 and not predictions.errors
+    report = api.check(tiny_xray / "annotations.csv", tiny_xray / "images")
+    assert report.ok()
