@@ -78,11 +78,11 @@ class RoiClassifier(nn.Module):
     def set_backbone_trainable(self, trainable: bool) -> None:
         for parameter in self.backbone.parameters():
             parameter.requires_grad = trainable
-        # Frozen means frozen BatchNorm statistics too, as in Keras' `trainable=False`.
-        self.backbone.train(trainable and self.training)
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> RoiClassifier:
         super().train(mode)
+        # Frozen means frozen BatchNorm statistics too, as in Keras' `trainable=False`.
         if mode and not any(parameter.requires_grad for parameter in self.backbone.parameters()):
             self.backbone.eval()
         return self

@@ -131,7 +131,6 @@ class Trainer:
         frozen = self._backbone_frozen(epoch)
         self.model.set_backbone_trainable(not frozen)
         self.network.train()
-        self.model.set_backbone_trainable(not frozen)
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(
             loader,

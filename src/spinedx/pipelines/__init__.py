@@ -1,0 +1,1 @@
+"""End-to-end analysis pipelines built from the spinedx models."""
