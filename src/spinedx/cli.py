@@ -156,6 +156,35 @@ def predict(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+@app.command()
+def analyze(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="images, DICOM files or series folders, NIfTI or MetaImage volumes")
+    ],
+    out: Annotated[Path, typer.Option(help="output folder: one sub-folder per input")],
+    task: Annotated[
+        str | None, typer.Option(help="analysis task (mri-discs); read from DICOM tags when omitted")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="also print one JSON object per input on stdout")
+    ] = False,
+) -> None:
+    """Findings per input with the bundled models: findings.json, overlay.png and report.html."""
+    from spinedx.pipelines.analyze import analyze_inputs
+
+    failed = 0
+    for result in analyze_inputs(inputs, out, task):
+        if result.error:
+            failed += 1
+            typer.echo(f"error: {result.error}", err=True)
+        elif as_json:
+            typer.echo(json.dumps(result.findings.model_dump(mode="json", by_alias=True)))
+        else:
+            typer.echo(f"{result.path}: {len(result.findings.discs)} discs -> {result.out_dir}")
+    if failed:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,94 @@
+"""``findings.json`` (schema ``spinedx/findings@1``): the one output of analysis.
+
+The report, the viewer, the evaluation and any export read it. Extend it by adding keys, never
+by renaming. Boxes are (xmin, ymin, xmax, ymax) in pixels of the analysed image (for volumes,
+of the chosen slice as laid out cranial-up / anterior-left).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spinedx.io.atomic import atomic_write_text
+
+SCHEMA = "spinedx/findings@1"
+
+
+class _Open(BaseModel):
+    # Later versions may add keys; readers of @1 must keep working.
+    model_config = ConfigDict(extra="allow")
+
+
+class InputInfo(_Open):
+    path: str
+    image_id: str
+    task: str
+    modality: str | None = None
+    width: int
+    height: int
+    pixel_spacing_mm: list[float] | None = None
+    slice_index: int | None = None
+
+
+class ModelInfo(_Open):
+    name: str
+    version: str
+
+
+class Probability(_Open):
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class OrdinalGrade(_Open):
+    grade: int
+    probabilities: list[float]
+
+
+class DiscGrades(_Open):
+    herniation: Probability
+    bulging: Probability
+    narrowing: Probability
+    pfirrmann: OrdinalGrade
+    modic: OrdinalGrade
+    up_endplate: Probability
+    low_endplate: Probability
+    spondylolisthesis: Probability
+
+
+class DiscMeasurements(_Open):
+    height_mm: float | None
+    height_px: float
+    height_ratio: float | None
+
+
+class Disc(_Open):
+    level: str
+    ivd_label: int
+    box: list[float] = Field(min_length=4, max_length=4)
+    score: float
+    grades: DiscGrades
+    measurements: DiscMeasurements
+
+
+class Findings(_Open):
+    schema_: str = Field(SCHEMA, alias="schema")
+    input: InputInfo
+    model: ModelInfo
+    discs: list[Disc] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    timing_s: dict[str, float]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, allow_nan=False)
+
+
+def write_findings(findings: Findings, path: Path) -> Path:
+    atomic_write_text(path, findings.to_json())
+    return path
+
+
+def read_findings(path: Path) -> Findings:
+    return Findings.model_validate_json(Path(path).read_text())

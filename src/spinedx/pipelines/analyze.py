@@ -1,0 +1,76 @@
+"""``spinedx analyze``: inputs → ``OUT/<input-stem>/{findings.json, overlay.png, report.html}``.
+
+The task comes from ``--task`` or, for DICOM inputs, from the Modality tag (MR → mri-discs).
+A plain image without ``--task`` is an error naming the file. One bad input is reported and
+the batch goes on.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from spinedx.errors import InputError
+from spinedx.io.atomic import atomic_write_bytes
+from spinedx.io.findings import Findings, write_findings
+from spinedx.io.volumes import SagittalSlice, read_sagittal
+from spinedx.pipelines.mri_discs.pipeline import TASK as MRI_DISCS
+from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
+from spinedx.report.overlay import render_overlay
+from spinedx.report.study_report import write_study_report
+
+TASKS = (MRI_DISCS,)
+_TASK_BY_MODALITY = {"MR": MRI_DISCS}
+
+
+@dataclass
+class AnalyzedInput:
+    path: Path
+    findings: Findings | None = None
+    out_dir: Path | None = None
+    error: str | None = None
+
+
+def input_stem(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def resolve_task(image: SagittalSlice, requested: str | None) -> str:
+    if requested:
+        if requested not in TASKS:
+            raise InputError(f"--task: unknown task '{requested}' (available: {', '.join(TASKS)})")
+        return requested
+    task = _TASK_BY_MODALITY.get(image.modality or "")
+    if task is None:
+        what = f"Modality {image.modality}" if image.modality else "a plain image without DICOM tags"
+        raise InputError(f"{image.path}: cannot tell the task from {what}; pass --task ({', '.join(TASKS)})")
+    return task
+
+
+def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
+                   pipeline: MriDiscPipeline | None = None) -> Iterator[AnalyzedInput]:  # fmt: skip
+    """Analyse each input in turn, yielding as each finishes; models load once, on first need."""
+    for path in paths:
+        path = Path(path)
+        try:
+            image = read_sagittal(path)
+            resolve_task(image, task)
+            pipeline = pipeline or MriDiscPipeline.bundled()
+            stem = input_stem(path)
+            findings = pipeline.analyze(image, stem)
+            target = Path(out_dir) / stem
+            target.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            render_overlay(image.pixels, findings.discs).save(buffer, format="PNG")
+            atomic_write_bytes(target / "overlay.png", buffer.getvalue())
+            write_findings(findings, target / "findings.json")
+            write_study_report(target / "report.html", findings, buffer.getvalue())
+            yield AnalyzedInput(path, findings, target)
+        except InputError as exc:
+            yield AnalyzedInput(path, error=str(exc))
