@@ -86,17 +86,34 @@ def data_show(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML recipe, e.g. configs/xray_lesions.yaml")],
+    config: Annotated[
+        Path, typer.Argument(help="YAML recipe, e.g. configs/xray_lesions.yaml or configs/spider_discs.yaml")
+    ],
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<recipe name>)")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="override a recipe value: KEY=VALUE")
     ] = None,
+    bundle: Annotated[
+        bool, typer.Option(help="mri-discs recipes: install the trained weights as the bundled models")
+    ] = False,
 ) -> None:
-    """Train a classifier; a run killed mid-way resumes from its last finished epoch when restarted."""
-    from spinedx.training.config import load_config
+    """Train a recipe; a run killed mid-way resumes from its last finished epoch when restarted."""
+    from spinedx.training.config import parse_config, read_recipe
+
+    raw = read_recipe(config, overrides)
+    if raw.get("task") == "mri-discs":
+        from spinedx.models.registry import BUNDLED_DIR
+        from spinedx.training.mri_discs import parse_recipe, train_mri_discs
+
+        recipe = parse_recipe(raw, str(config))
+        paths = train_mri_discs(
+            recipe, out or Path("runs") / recipe.name, register_into=BUNDLED_DIR if bundle else None
+        )
+        typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
+        return
     from spinedx.training.experiment import train_experiment
 
-    recipe = load_config(config, overrides)
+    recipe = parse_config(raw, source=str(config))
     outcome = train_experiment(recipe, out or Path("runs") / recipe.name)
     fit = outcome.fit
     if int(os.environ.get("RANK", "0")) == 0:
@@ -183,6 +200,26 @@ def analyze(
             typer.echo(f"{result.path}: {len(result.findings.discs)} discs -> {result.out_dir}")
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command("evaluate-discs")
+def evaluate_discs(
+    data: Annotated[
+        Path, typer.Option(help="folder laid out like spider-sagittal (series/discs/gradings CSVs, images/)")
+    ],
+    out: Annotated[Path, typer.Option(help="output folder for metrics.json and report.html")] = Path(
+        "runs/evaluate-discs"
+    ),
+    bootstrap: Annotated[
+        int, typer.Option(help="bootstrap resamples (over patients) for the 95% CIs")
+    ] = 1000,
+) -> None:
+    """Localisation, levels and grades of the bundled MRI disc models against reference annotations."""
+    from spinedx.evaluation.disc_study import evaluate_discs as run_evaluation
+
+    outcome = run_evaluation(data, out, n_resamples=bootstrap)
+    typer.echo(json.dumps({"localisation": outcome.metrics["localisation"]}, indent=2, default=float))
+    typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
 
 
 def main() -> None:

@@ -3,9 +3,11 @@
 Input: square disc crops (see :func:`disc_crops`) as ``(N, 1, S, S)`` or ``(N, 3, S, S)`` floats in
 ``[0, 1]`` and the disc level (``ivd_label``, 1 = L5/S1). ImageNet normalisation lives inside the
 model, as in :class:`spinedx.models.classifier.RoiClassifier`. The pooled backbone features go
-through a shared hidden layer; the level one-hot is concatenated before it *and* to its output,
-so every head can learn a per-level prior directly (the level is a strong predictor of most
-grades).
+through a shared hidden layer; region intensity descriptors (mean/std of the normalised signal in
+a fixed grid around the disc centre: nucleus, endplates, vertebrae, canal) and the level one-hot
+are concatenated before it *and* to its output, so every head can read the level prior and the
+nucleus signal directly (global pooling alone cannot tell the graded disc from its neighbours at
+the crop's edges, and 50 patients are too few to learn that reliably).
 
 Outputs (a dict of logits, see :data:`GRADE_TASKS`):
 
@@ -187,8 +189,56 @@ def jitter_intensity(
 # --------------------------------------------------------------------------- network
 
 
+REGION_ROWS: tuple[float, ...] = (-0.3, -0.15, 0.0, 0.15, 0.3)
+"""Centres of the descriptor regions, cranio-caudal, in box widths from the disc centre (+ = caudal)."""
+REGION_COLS: tuple[float, ...] = (-0.35, -0.15, 0.0, 0.15, 0.35, 0.6)
+"""... and antero-posterior (+ = posterior; 0.6 reaches the canal behind the disc)."""
+REGION_HALF: tuple[float, float] = (0.06, 0.09)
+"""Half height and half width of each region, in box widths."""
+
+
+def region_masks(size: int, margin: float) -> torch.Tensor:
+    """``(R, size, size)`` averaging masks (each sums to 1) of the descriptor regions in a view.
+
+    The view spans ``1 + 2 * margin`` box widths (``crop_box`` squares on the longer side, the
+    width for every lumbar disc), centred on the disc.
+    """
+    per_width = size / (1.0 + 2.0 * margin)
+    centre = size / 2.0
+    masks = []
+    for dy in REGION_ROWS:
+        for dx in REGION_COLS:
+            top = int(round(centre + (dy - REGION_HALF[0]) * per_width))
+            bottom = max(int(round(centre + (dy + REGION_HALF[0]) * per_width)), top + 1)
+            left = int(round(centre + (dx - REGION_HALF[1]) * per_width))
+            right = max(int(round(centre + (dx + REGION_HALF[1]) * per_width)), left + 1)
+            mask = torch.zeros(size, size)
+            mask[max(top, 0) : min(bottom, size), max(left, 0) : min(right, size)] = 1.0
+            if mask.sum() == 0:  # region outside a very tight view: fall back to the centre pixel
+                mask[size // 2, size // 2] = 1.0
+            masks.append(mask / mask.sum())
+    return torch.stack(masks)
+
+
+def region_descriptors(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation of the (grey) view in each region, plus of the whole view: ``(N, 2R + 2)``."""
+    grey = images[:, 0]
+    mean = torch.einsum("nhw,rhw->nr", grey, masks)
+    square = torch.einsum("nhw,rhw->nr", grey * grey, masks)
+    std = (square - mean * mean).clamp_min(0.0).add(1e-6).sqrt()
+    whole = grey.flatten(1)
+    return torch.cat([mean, std, whole.mean(1, keepdim=True), whole.std(1, keepdim=True)], 1)
+
+
 class DiscGraderNet(nn.Module):
-    """Multi-task disc grader: timm backbone -> pooled features (+ level) -> per-task heads."""
+    """Multi-task disc grader: timm backbone -> pooled features (+ region descriptors, level) -> heads.
+
+    With ``descriptors`` the mean/std intensity of a fixed grid of regions around the disc centre
+    (:data:`REGION_ROWS` x :data:`REGION_COLS`, in box widths; ``margin`` says how many box widths
+    the view spans) is standardised (BatchNorm without affine) and fed both into the shared layer
+    and straight to the heads, beside the level one-hot: nucleus signal against the canal and the
+    vertebrae is what Pfirrmann grading reads, and a linear read-out of it is hard to lose.
+    """
 
     def __init__(
         self,
@@ -198,6 +248,8 @@ class DiscGraderNet(nn.Module):
         hidden: int = 256,
         dropout: float = 0.2,
         n_levels: int = N_LEVELS,
+        descriptors: bool = True,
+        margin: float = 0.35,
     ):
         super().__init__()
         if backbone not in timm.list_models():
@@ -209,20 +261,35 @@ class DiscGraderNet(nn.Module):
         self.register_buffer("mean", torch.tensor(config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
         self.n_levels = n_levels
+        self.use_descriptors = descriptors
+        self.margin = float(margin)
+        self._masks: dict[int, torch.Tensor] = {}
+        n_descriptors = 2 * len(REGION_ROWS) * len(REGION_COLS) + 2 if descriptors else 0
+        self.descriptor_norm = nn.BatchNorm1d(n_descriptors, affine=False) if descriptors else None
         with torch.no_grad():
             channels = self.backbone.forward_features(torch.zeros(1, 3, 64, 64)).shape[1]
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.shared = nn.Sequential(
-            nn.Linear(channels + n_levels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
+            nn.Linear(channels + n_descriptors + n_levels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
         )
-        width = hidden + n_levels
+        width = hidden + n_descriptors + n_levels
         self.binary = nn.Linear(width, len(BINARY_TASKS))
         self.pfirrmann_score = nn.Linear(width, 1)
         # Ordered thresholds: first one free, then positive gaps (softplus), so P(>k) decreases in k.
         self.pfirrmann_first = nn.Parameter(torch.tensor(-1.5))
         self.pfirrmann_gaps = nn.Parameter(torch.full((len(PFIRRMANN_GRADES) - 2,), math.log(math.e - 1)))
         self.modic = nn.Linear(width, len(MODIC_GRADES))
+
+    def descriptors(self, images: torch.Tensor) -> torch.Tensor:
+        """Standardised region descriptors of ``(N, C, S, S)`` views (``(N, 0)`` when disabled)."""
+        if not self.use_descriptors:
+            return images.new_zeros((images.shape[0], 0))
+        size = images.shape[-1]
+        if size not in self._masks:
+            self._masks[size] = region_masks(size, self.margin)
+        raw = region_descriptors(images, self._masks[size].to(images.dtype))
+        return self.descriptor_norm(raw)
 
     def thresholds(self) -> torch.Tensor:
         gaps = F.softplus(self.pfirrmann_gaps)
@@ -236,8 +303,10 @@ class DiscGraderNet(nn.Module):
 
     def forward(self, images: torch.Tensor, levels: torch.Tensor) -> dict[str, torch.Tensor]:
         onehot = F.one_hot(levels.long().clamp(0, self.n_levels - 1), self.n_levels).to(images.dtype)
+        described = self.descriptors(images)
         pooled = self.dropout(self.features(images))
-        hidden = torch.cat([self.shared(torch.cat([pooled, onehot], 1)), onehot], 1)
+        side = torch.cat([described, onehot], 1)
+        hidden = torch.cat([self.shared(torch.cat([pooled, side], 1)), side], 1)
         return {
             "binary": self.binary(hidden),
             "pfirrmann": self.pfirrmann_score(hidden) - self.thresholds().view(1, -1),

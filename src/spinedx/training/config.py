@@ -106,8 +106,8 @@ def _apply_override(raw: dict, override: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML recipe; ``overrides`` are ``section.key=value`` strings."""
+def read_recipe(path: Path, overrides: list[str] | None = None) -> dict:
+    """The YAML recipe at ``path`` as a dict, with ``section.key=value`` overrides applied."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
@@ -120,7 +120,12 @@ def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentCon
     raw.setdefault("name", path.stem)
     for override in overrides or []:
         _apply_override(raw, override)
-    return parse_config(raw, source=str(path))
+    return raw
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a radiograph-classifier recipe; ``overrides`` are ``section.key=value`` strings."""
+    return parse_config(read_recipe(path, overrides), source=str(path))
 
 
 def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:

@@ -103,6 +103,7 @@ class GraderConfig(_Strict):
     pretrained: str = Field("imagenet", description="'imagenet', 'none' or a state-dict path")
     hidden: int = Field(256, ge=8)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    descriptors: bool = Field(True, description="feed region intensity descriptors beside the CNN features")
     freeze_blocks: int = Field(2, ge=0, description="stem + this many backbone stages stay frozen")
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(32, ge=2)
@@ -201,6 +202,8 @@ def build_model(config: GraderConfig, *, pretrained: str | None = None) -> DiscG
         pretrained=config.pretrained if pretrained is None else pretrained,
         hidden=config.hidden,
         dropout=config.dropout,
+        descriptors=config.descriptors,
+        margin=config.margin,
     )
     model.set_frozen_blocks(config.freeze_blocks)
     return model
@@ -714,11 +717,14 @@ def _write_oof(path: Path, table: pd.DataFrame, folds, logits, calibrated, basel
 # --------------------------------------------------------------------------- final model
 
 
-def train_grader(config: GraderConfig, out_path: Path, *, cv_dir: Path | None = None) -> Path:
+def train_grader(
+    config: GraderConfig, out_path: Path, *, cv_dir: Path | None = None, work_dir: Path | None = None
+) -> Path:
     """Train on all boxed discs and save the grader with the calibration of a CV run.
 
     ``cv_dir`` holds a finished :func:`cross_validate_grader` run of the same config; when None the
-    CV runs (or resumes) in ``<out_path stem>_cv`` beside ``out_path``.
+    CV runs (or resumes) in ``<out_path stem>_cv`` beside ``out_path``. Epoch checkpoints of the
+    final training go to ``work_dir`` (default ``.<out_path stem>_train`` beside ``out_path``).
     """
     _set_threads(config)
     out_path = Path(out_path)
@@ -731,7 +737,7 @@ def train_grader(config: GraderConfig, out_path: Path, *, cv_dir: Path | None = 
     else:
         cv = _finite(cross_validate_grader(config, cv_dir))
     data = load_grading_data(config)
-    work = out_path.parent / f".{out_path.stem}_train"
+    work = Path(work_dir) if work_dir is not None else out_path.parent / f".{out_path.stem}_train"
     began = time.perf_counter()
     model, fit = fit_grader(
         config, data.crops, data.table, work, seed=config.seed * 1000 + 999, log_prefix="final: "
@@ -745,6 +751,8 @@ def train_grader(config: GraderConfig, out_path: Path, *, cv_dir: Path | None = 
             "backbone": config.backbone,
             "hidden": config.hidden,
             "dropout": config.dropout,
+            "descriptors": config.descriptors,
+            "margin": config.margin,
         },
         "crop": {"size": config.crop_size, "margin": config.margin, "pad": config.pad},
         "pfirrmann_decode": config.pfirrmann_decode,

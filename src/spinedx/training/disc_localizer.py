@@ -9,8 +9,9 @@ accuracy of matched discs, each with a 95% bootstrap interval over patients. It 
 final model on all series and writes ``disc_localizer.pt`` (:func:`train_localizer`).
 
 Every epoch ends with an atomic checkpoint (``fold_k/last.pt``, ``final/last.pt``); a finished
-fold leaves ``fold_k/result.json``. Running the same call again on the same ``out_dir`` resumes
-where it stopped; a different config on a used ``out_dir`` is refused.
+fold leaves ``fold_k/result.json`` (per-image detections and counts). Running the same call again
+on the same ``out_dir`` resumes where training stopped (finished folds are only re-evaluated); a
+different config on a used ``out_dir`` is refused.
 
 Example::
 
@@ -414,26 +415,22 @@ def cross_validate_localizer(
     folds, all_rows = [], []
     for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(records)), groups=patients)):
         fold_dir = out_dir / f"fold_{k}"
-        result_path = fold_dir / "result.json"
-        if result_path.is_file():
-            result = json.loads(result_path.read_text())
-            log(f"fold {k}: already done")
-        else:
-            train = [records[i] for i in train_idx]
-            test = [records[i] for i in test_idx]
-            model, seconds = _fit(_prepare(train + synthetic, config.image_size), config, fold_dir, log)
-            localizer = _localizer(model, config, train)
-            rows = _evaluate(localizer, test, config.iou_threshold)
-            result = {
-                "fold": k,
-                "train_images": len(train) + len(synthetic),
-                "test_images": len(test),
-                "test_patients": sorted(set(r.patient for r in test)),
-                "train_seconds": round(seconds, 1),
-                "calibration": localizer.calibration.as_dict(),
-                "images": rows,
-            }
-            atomic_write_text(result_path, json.dumps(result, indent=1) + "\n")
+        train = [records[i] for i in train_idx]
+        test = [records[i] for i in test_idx]
+        # A finished fold only reloads its weights; evaluation always reruns (seconds), so the
+        # figures follow the current post-processing code.
+        model, seconds = _fit(_prepare(train + synthetic, config.image_size), config, fold_dir, log)
+        localizer = _localizer(model, config, train)
+        result = {
+            "fold": k,
+            "train_images": len(train) + len(synthetic),
+            "test_images": len(test),
+            "test_patients": sorted({r.patient for r in test}),
+            "train_seconds": round(seconds, 1),
+            "calibration": localizer.calibration.as_dict(),
+            "images": _evaluate(localizer, test, config.iou_threshold),
+        }
+        atomic_write_text(fold_dir / "result.json", json.dumps(result, indent=1) + "\n")
         summary = summarize(result["images"], config.bootstrap_resamples, config.seed)
         log(
             f"fold {k}: recall {summary['recall']['estimate']:.3f} precision "

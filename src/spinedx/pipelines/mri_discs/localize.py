@@ -6,11 +6,15 @@ each into a box in input pixels: the blob's extents, divided by the target shrin
 by a calibration learnt on the training images, so boxes follow the reference convention (box
 around the disc and the adjacent endplates).
 
-Levels: discs are ordered along the spine by their centres (bottom-up, by image row). The
-blob the network calls L5/S1 anchors ``ivd_label`` 1 and the labels count upwards; a gap of
-about one missing disc between neighbours skips a label (with a warning). When no blob is
-called L5/S1 (field of view cut above the sacrum) the lowest disc is taken as L5/S1 and a
-warning says so.
+Clean-up: blobs whose box mostly lies inside a stronger blob's box (one disc in pieces), blobs
+off the spine's course (a smooth curve through the disc centres) and small discs cut by the top
+edge of the image are left out, each with a warning.
+
+Levels: discs are ordered along the spine by their centres (bottom-up, by image row). Among the
+lowest three blobs, the one the network calls L5/S1 anchors ``ivd_label`` 1 (blobs below it are
+sacral segments or artefacts) and the labels count upwards; a gap of about one missing disc
+between neighbours skips a label (with a warning). When no low blob is called L5/S1 (field of
+view cut above the sacrum) the lowest disc is taken as L5/S1 and a warning says so.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class _Blob:
     l5s1: float
     """Share of the blob's disc probability that is L5/S1."""
     l5s1_mass: float
+    mass: float
+    """Summed disc probability of the blob."""
 
 
 @dataclass
@@ -83,10 +89,23 @@ class LocalizerSettings:
     input_size: int = INPUT_SIZE
     shrink: tuple[float, float] = TARGET_SHRINK
     threshold: float = 0.5
+    smooth_sigma: float = 0.0
+    """Gaussian smoothing (network pixels) of the disc probability before thresholding; 0 = none."""
+    """Disc probability (L5/S1 + other) above which a pixel belongs to a blob."""
     min_area: int = 6
     """Smallest blob kept, in network pixels."""
     gap_factor: float = 1.6
     """A neighbour distance above this times the typical spacing counts as missing discs."""
+    overlap: float = 0.5
+    """A blob whose box overlaps a stronger blob's box by this share of its own area is a duplicate."""
+    max_below: int = 2
+    """At most this many blobs (sacral segments, artefacts) may lie below the L5/S1 blob."""
+    weak_l5s1: float = 0.3
+    """With no blob called L5/S1, the lowest ones with at least this L5/S1 share may anchor it."""
+    cut_height: float = 0.6
+    """A disc touching the top edge and less tall than this times the typical height is left out."""
+    off_spine: float = 0.6
+    """A blob farther than this times the typical disc width from the spine's course is dropped."""
     model: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of :func:`build_disc_localizer`."""
 
@@ -164,7 +183,11 @@ class DiscLocalizer:
     def _blobs(self, pixels: np.ndarray) -> list[_Blob]:
         probs, geometry = self.probabilities(pixels)
         disc = probs[L5S1] + probs[OTHER_DISC]
-        labels, n = ndimage.label(disc > self.settings.threshold)
+        # Light smoothing removes the checkerboard of the up-convolutions, which splits faint blobs.
+        smooth = (
+            ndimage.gaussian_filter(disc, self.settings.smooth_sigma) if self.settings.smooth_sigma else disc
+        )
+        labels, n = ndimage.label(smooth > self.settings.threshold)
         if n == 0:
             return []
         sx, sy = self.settings.shrink
@@ -192,6 +215,7 @@ class DiscLocalizer:
                     score=p_disc / area,
                     l5s1=p_l5 / max(p_disc, 1e-12),
                     l5s1_mass=p_l5,
+                    mass=p_disc,
                 )
             )
         return blobs
@@ -214,20 +238,15 @@ class DiscLocalizer:
         warnings: list[str] = []
         if not blobs:
             return [], ["no intervertebral disc found"]
-        blobs.sort(key=lambda b: -b.cy)  # bottom (caudal) first
-        called = [i for i, b in enumerate(blobs) if b.l5s1 > 0.5]
-        if called:
-            anchor = max(called, key=lambda i: blobs[i].l5s1_mass)
-            if anchor > 0:
-                warnings.append(
-                    f"{anchor} disc-like blob(s) below L5/S1 ignored (sacral segments or artefacts)"
-                )
-            blobs = blobs[anchor:]
-        else:
-            warnings.append(NO_L5S1_WARNING)
-        labels = _assign_labels(blobs, self.settings.gap_factor, warnings)
         height, width = pixels.shape
-        return [
+        blobs = self._clean(blobs, warnings)
+        blobs.sort(key=lambda b: -b.cy)  # bottom (caudal) first
+        anchor = self._anchor(blobs, warnings)
+        if anchor > 0:
+            warnings.append(f"{anchor} disc-like blob(s) below L5/S1 ignored (sacral segments or artefacts)")
+        blobs = blobs[anchor:]
+        labels = _assign_labels(blobs, self.settings.gap_factor, warnings)
+        detections = [
             DiscDetection(
                 box=self._box(blob, height, width),
                 score=float(blob.score),
@@ -235,7 +254,74 @@ class DiscLocalizer:
                 level=level_name(label),
             )
             for blob, label in zip(blobs, labels, strict=True)
-        ], warnings
+        ]
+        return self._drop_cut_at_top(detections, warnings), warnings
+
+    def _drop_cut_at_top(self, detections: list[DiscDetection], warnings: list[str]) -> list[DiscDetection]:
+        """Leave out discs cut by the top edge of the image (too little of them to box or grade)."""
+        if len(detections) < 3:
+            return detections
+        heights = np.array([d.box[3] - d.box[1] for d in detections])
+        typical = float(np.median(heights))
+        kept = [
+            d
+            for d, h in zip(detections, heights, strict=True)
+            if not (d.box[1] <= 1.0 and h < self.settings.cut_height * typical)
+        ]
+        if len(kept) < len(detections):
+            warnings.append(
+                f"{len(detections) - len(kept)} disc(s) cut by the top edge of the image left out"
+            )
+        return kept
+
+    def _anchor(self, blobs: list[_Blob], warnings: list[str]) -> int:
+        """Index (bottom-up) of the L5/S1 blob among the lowest ones; 0 with a warning when none is."""
+        candidates = range(min(len(blobs), self.settings.max_below + 1))
+        called = [i for i in candidates if blobs[i].l5s1 > 0.5]
+        if called:
+            return max(called, key=lambda i: blobs[i].l5s1_mass)
+        weak = [i for i in candidates if blobs[i].l5s1 > self.settings.weak_l5s1]
+        if weak:
+            anchor = max(weak, key=lambda i: blobs[i].l5s1)
+            warnings.append(
+                f"L5/S1 uncertain (probability {blobs[anchor].l5s1:.2f}): levels may be off by one"
+            )
+            return anchor
+        warnings.append(NO_L5S1_WARNING)
+        return 0
+
+    def _clean(self, blobs: list[_Blob], warnings: list[str]) -> list[_Blob]:
+        """Drop duplicate blobs (boxes overlapping a stronger blob) and blobs off the spine's course."""
+        # Reference boxes of neighbouring discs never overlap: an overlap means one disc in pieces.
+        kept: list[_Blob] = []
+        for blob in sorted(blobs, key=lambda b: -b.mass):
+            box = np.array(self._box(blob, np.inf, np.inf))
+            area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+            if all(
+                _intersection(box, np.array(self._box(k, np.inf, np.inf))) < self.settings.overlap * area
+                for k in kept
+            ):
+                kept.append(blob)
+        if len(kept) < len(blobs):
+            warnings.append(f"{len(blobs) - len(kept)} blob(s) overlapping a stronger disc ignored")
+        # Off the spine: x of the disc centres follows a smooth curve of y.
+        dropped = 0
+        while len(kept) >= 4 and dropped < len(kept) // 3 + 1:
+            xs = np.array([b.cx for b in kept])
+            ys = np.array([b.cy for b in kept])
+            degree = 1 if len(kept) < 5 else 2 if len(kept) < 7 else 3
+            scale = max(float(np.ptp(ys)), 1.0)
+            fit = np.polyval(np.polyfit(ys / scale, xs, degree), ys / scale)
+            residual = np.abs(xs - fit)
+            typical = float(np.median([b.w * self.calibration.scale_x for b in kept]))
+            worst = int(np.argmax(residual))
+            if residual[worst] <= self.settings.off_spine * typical:
+                break
+            kept.pop(worst)
+            dropped += 1
+        if dropped:
+            warnings.append(f"{dropped} blob(s) off the spine's course ignored")
+        return kept
 
     # ------------------------------------------------------------------ calibration
 
@@ -269,6 +355,10 @@ class DiscLocalizer:
                 shift_y=float(np.median(shifts_y)),
             )
         return self.calibration
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _assign_labels(blobs: list[_Blob], gap_factor: float, warnings: list[str]) -> list[int]:

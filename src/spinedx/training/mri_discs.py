@@ -1,0 +1,54 @@
+"""``spinedx train configs/spider_discs.yaml``: the disc localiser and the disc grader, each
+cross-validated by patient, then trained on all data and registered as bundled weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from spinedx.errors import InputError
+from spinedx.models.registry import register_weights
+from spinedx.training.disc_grader import GraderConfig, cross_validate_grader, train_grader
+from spinedx.training.disc_localizer import LocalizerConfig, cross_validate_localizer, train_localizer
+
+TASK = "mri-discs"
+
+
+class MriDiscsRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = TASK
+    name: str
+    version: str
+    localizer: LocalizerConfig = LocalizerConfig()
+    grader: GraderConfig = GraderConfig()
+
+
+def parse_recipe(raw: dict, source: str) -> MriDiscsRecipe:
+    try:
+        return MriDiscsRecipe.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InputError(f"{source}: field '{field}': {first['msg']}") from exc
+
+
+def train_mri_discs(
+    recipe: MriDiscsRecipe, run_dir: Path, *, register_into: Path | None = None
+) -> dict[str, Path]:
+    """Cross-validate and train both models into ``run_dir``; optionally register them as bundled weights."""
+    run_dir = Path(run_dir)
+    cross_validate_localizer(recipe.localizer, run_dir / "localizer_cv")
+    train_localizer(recipe.localizer, run_dir / "localizer")
+    localizer_path = run_dir / "localizer" / "disc_localizer.pt"
+    cross_validate_grader(recipe.grader, run_dir / "grader_cv")
+    grader_path = train_grader(
+        recipe.grader, run_dir / "grader" / "disc_grader.pt", cv_dir=run_dir / "grader_cv"
+    )
+    if register_into is not None:
+        for name, path in (("disc_localizer", localizer_path), ("disc_grader", grader_path)):
+            target = Path(register_into) / path.name
+            target.write_bytes(path.read_bytes())
+            register_weights(name, target, recipe.version, Path(register_into))
+    return {"disc_localizer": localizer_path, "disc_grader": grader_path}
