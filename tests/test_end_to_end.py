@@ -135,3 +135,14 @@ def test_python_api_matches_the_cli(trained_run, tiny_xray):
     assert len(predictions.records) == 1 and not predictions.errors
     report = api.check(tiny_xray / "annotations.csv", tiny_xray / "images")
     assert report.ok()
+
+
+def test_weighted_sampler_and_multiclass_label_map(tiny_xray, tmp_path):
+    labels = '{"Osteophytes": "Osteophytes", "Disc space narrowing": "DSN", "*": "other"}'
+    result = invoke(
+        "train", REPO / "configs/xray_lesions.yaml", "--out", tmp_path / "multi",
+        *sets(tiny_overrides(tiny_xray, "train.epochs=1", "train.class_balance=sampler", f"data.labels={labels}")),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "multi" / "train_summary.json").read_text())
+    assert summary["class_names"] == ["Osteophytes", "DSN", "other"]
