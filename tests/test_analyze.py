@@ -173,3 +173,11 @@ def test_evaluate_discs_with_reference_boxes(tmp_path):
     assert grading["pfirrmann"]["n"] == len(dataset.discs)
     assert "Failure gallery" in outcome.report_path.read_text()
     assert json.loads(outcome.metrics_path.read_text())["localisation"]["n_series"] == dataset.series.shape[0]
+
+
+def test_synth_mri_cli(tmp_path):
+    result = CliRunner().invoke(
+        app, ["synth", "mri", "--out", str(tmp_path / "m"), "--patients", "2", "--size", "384"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "m" / "images").glob("*.png"))) == 4

@@ -49,6 +49,22 @@ def synth_xray(
     typer.echo(f"wrote {n} images and {csv}")
 
 
+@synth_app.command("mri")
+def synth_mri(
+    out: Annotated[
+        Path, typer.Option(help="output folder, laid out like spider-sagittal (+ masks/, spacing.csv)")
+    ],
+    patients: Annotated[int, typer.Option(help="number of patients (one t1 and one t2 slice each)")] = 40,
+    seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same files")] = 42,
+    size: Annotated[int, typer.Option(help="image side in pixels")] = 384,
+) -> None:
+    """Synthetic mid-sagittal lumbar MRI with disc boxes, grades and masks."""
+    from spinedx.synth.mri import generate_mri_dataset
+
+    root = generate_mri_dataset(out, n_patients=patients, seed=seed, image_size=(size, size))
+    typer.echo(f"wrote {patients} patients to {root}")
+
+
 @data_app.command("check")
 def data_check(
     csv: Annotated[Path, typer.Argument(help="VinDr-SpineXR style annotation CSV")],
