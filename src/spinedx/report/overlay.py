@@ -36,8 +36,10 @@ def render_overlay(pixels: np.ndarray, discs: list[Disc], scale: int = 2) -> Ima
         colour = _ALERT if alert else _NORMAL
         xmin, ymin, xmax, ymax = (value * scale for value in disc.box)
         draw.rectangle((xmin, ymin, xmax, ymax), outline=colour, width=2)
-        # Labels go to the right of the box: posterior to the disc, over the canal and soft tissue.
-        left, top, right, bottom = draw.textbbox((xmax + 4, ymin), text, font=font)
+        # Labels go right of the box (over the canal), or left of it where they would leave the image.
+        text_width = draw.textlength(text, font=font)
+        x = xmax + 4 if xmax + 4 + text_width <= image.width else max(0.0, xmin - 4 - text_width)
+        left, top, right, bottom = draw.textbbox((x, ymin), text, font=font)
         draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(0, 0, 0))
-        draw.text((xmax + 4, ymin), text, fill=colour, font=font)
+        draw.text((x, ymin), text, fill=colour, font=font)
     return image
