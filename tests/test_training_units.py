@@ -97,3 +97,13 @@ def test_balanced_weights_and_weighted_bce():
     loss = WeightedBinaryCrossEntropy(weights)
     logits = torch.zeros(4, 1)
     assert torch.isclose(loss(logits, torch.tensor([0, 0, 0, 1])), torch.log(torch.tensor(2.0)))
+
+
+def test_spider_discs_recipe_validates():
+    from spinedx.training.config import read_recipe
+    from spinedx.training.mri_discs import parse_recipe
+
+    recipe = parse_recipe(read_recipe(CONFIGS / "spider_discs.yaml"), "spider_discs.yaml")
+    assert recipe.task == "mri-discs" and recipe.localizer.folds == 5 and recipe.grader.folds == 5
+    with pytest.raises(InputError, match="field 'grader.epochs'"):
+        parse_recipe(read_recipe(CONFIGS / "spider_discs.yaml", ["grader.epochs=0"]), "spider_discs.yaml")
