@@ -36,6 +36,7 @@ from torch import nn
 
 from spinedx.data.crops import crop_box
 from spinedx.errors import InputError
+from spinedx.io.spider import GRADE_COLUMNS
 from spinedx.models.weights import load_pretrained
 
 
@@ -64,16 +65,7 @@ GRADE_TASKS: dict[str, GradeTask] = {
     "modic": GradeTask("modic", "multiclass", MODIC_GRADES),
 }
 """Every head of the grader: name -> kind and grade values."""
-OUTPUT_ORDER: tuple[str, ...] = (
-    "herniation",
-    "bulging",
-    "narrowing",
-    "pfirrmann",
-    "modic",
-    "up_endplate",
-    "low_endplate",
-    "spondylolisthesis",
-)
+OUTPUT_ORDER: tuple[str, ...] = GRADE_COLUMNS
 """Key order of :meth:`spinedx.pipelines.mri_discs.grade.DiscGrader.grade` results (SPIDER's)."""
 N_LEVELS = 10
 """Level one-hot size: ivd_label 0..9 (labels above 9, thoracic discs rarely graded, share 9)."""

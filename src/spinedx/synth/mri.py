@@ -35,31 +35,13 @@ from scipy.special import expit, logit, ndtr
 
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_path, atomic_write_text
+from spinedx.io.spider import GRADE_COLUMNS, LEVEL_NAMES
+from spinedx.synth.geometry import Frame
 
 SEQUENCES: tuple[str, ...] = ("t1", "t2")
 
 # ivd_label k names LEVELS[k - 1]; disc k lies between vertebra k (above) and k - 1 (below).
-LEVELS: tuple[str, ...] = (
-    "L5/S1",
-    "L4/L5",
-    "L3/L4",
-    "L2/L3",
-    "L1/L2",
-    "T12/L1",
-    "T11/T12",
-    "T10/T11",
-    "T9/T10",
-)
-GRADE_COLUMNS: tuple[str, ...] = (
-    "herniation",
-    "bulging",
-    "narrowing",
-    "pfirrmann",
-    "modic",
-    "up_endplate",
-    "low_endplate",
-    "spondylolisthesis",
-)
+LEVELS: tuple[str, ...] = tuple(LEVEL_NAMES[label] for label in range(1, 10))
 SERIES_COLUMNS: tuple[str, ...] = (
     "image_id",
     "patient",
@@ -196,33 +178,6 @@ _MIN_FOV_COLS_MM = 140.0
 _EDGE_MM = 1.0  # graded boxes stay this far inside the image after the per-series shift
 _CUT_MM = 0.5  # the centre of the disc above the graded ones stays this far above the top edge
 _SERIES_SHIFT_MM = 2.0
-
-
-@dataclass
-class Frame:
-    """A rotated rectangle: centre, angle of its ``v`` axis from the image +y axis, size (mm)."""
-
-    cx: float
-    cy: float
-    theta: float
-    w: float
-    h: float
-
-    def to_image(self, u, v):
-        """Image (x, y) of local (u, v)."""
-        c, s = math.cos(self.theta), math.sin(self.theta)
-        return self.cx + u * c + v * s, self.cy - u * s + v * c
-
-    def to_local(self, x, y):
-        """Local (u, v) of image (x, y)."""
-        c, s = math.cos(self.theta), math.sin(self.theta)
-        dx, dy = x - self.cx, y - self.cy
-        return dx * c - dy * s, dx * s + dy * c
-
-    @property
-    def back(self) -> tuple[float, float]:
-        """Unit vector of the local ``u`` axis (posterior) in the image."""
-        return math.cos(self.theta), -math.sin(self.theta)
 
 
 @dataclass

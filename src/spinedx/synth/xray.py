@@ -30,6 +30,7 @@ from scipy.special import expit
 
 from spinedx.errors import InputError
 from spinedx.io.annotations import ANNOTATION_COLUMNS, NO_FINDING
+from spinedx.synth.geometry import Frame
 
 LESION_TYPES: tuple[str, ...] = (
     "Osteophytes",
@@ -94,28 +95,6 @@ _POSTERIOR_PARTS = (
 )
 # Lamina and spinous process: a faint plate, (u, v) corners as above.
 _SPINOUS_PROCESS = ((0.36, -0.28), (0.95, -0.12), (1.0, 0.22), (0.42, 0.36))
-
-
-@dataclass
-class Frame:
-    """A rotated rectangle: centre, angle of its ``v`` axis from the image +y axis, size."""
-
-    cx: float
-    cy: float
-    theta: float
-    w: float
-    h: float
-
-    def to_image(self, u, v):
-        """Image (x, y) of local (u, v)."""
-        c, s = math.cos(self.theta), math.sin(self.theta)
-        return self.cx + u * c + v * s, self.cy - u * s + v * c
-
-    def to_local(self, x, y):
-        """Local (u, v) of image (x, y)."""
-        c, s = math.cos(self.theta), math.sin(self.theta)
-        dx, dy = x - self.cx, y - self.cy
-        return dx * c - dy * s, dx * s + dy * c
 
 
 @dataclass
