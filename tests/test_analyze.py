@@ -181,3 +181,17 @@ def test_synth_mri_cli(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "m" / "images").glob("*.png"))) == 4
+
+
+def test_task_comes_from_the_dicom_modality(tmp_path):
+    from test_io_images import make_dicom, save
+
+    pixels = np.random.default_rng(2).integers(0, 4095, (128, 96), dtype=np.uint16)
+    mr = save(make_dicom(pixels, bits_stored=12, Modality="MR", PixelSpacing=[0.5, 0.6]), tmp_path / "mr.dcm")
+    (result,) = analyze_inputs([mr], tmp_path / "out", None, stub_pipeline())
+    assert result.error is None
+    assert result.findings.input.modality == "MR" and result.findings.input.pixel_spacing_mm == [0.5, 0.6]
+    assert result.findings.discs[0].measurements.height_mm == 10.0  # 20 px at 0.5 mm per row
+    dx = save(make_dicom(pixels, bits_stored=12), tmp_path / "dx.dcm")
+    (refused,) = analyze_inputs([dx], tmp_path / "out", None, stub_pipeline())
+    assert "Modality DX" in refused.error
