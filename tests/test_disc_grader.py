@@ -374,3 +374,120 @@ def test_real_data_crops_and_bundled_grader():
     # The bundled model saw these discs in training: its Pfirrmann grades should be close.
     predicted = np.array([r["pfirrmann"]["grade"] for r in results])
     assert np.mean(np.abs(predicted - rows["pfirrmann"].to_numpy())) <= 1.0
+
+
+# --------------------------------------------------------------------------- localiser boxes
+
+
+UNBOXED = ("1_t2", "5_t1", "5_t2", "6_t1", "6_t2")
+
+
+@pytest.fixture(scope="module")
+def unboxed_spider(tiny_spider, tmp_path_factory):
+    """tiny_spider with the reference boxes of some series removed, and a fake localiser finding them."""
+    import shutil
+
+    from spinedx.io.images import read_image
+    from spinedx.pipelines.mri_discs.localize import DiscDetection
+
+    root = tmp_path_factory.mktemp("unboxed") / "spider"
+    shutil.copytree(tiny_spider, root)
+    discs = pd.read_csv(root / "discs.csv", dtype={"image_id": str})
+    removed = discs[discs["image_id"].isin(UNBOXED)]
+    discs[~discs["image_id"].isin(UNBOXED)].to_csv(root / "discs.csv", index=False)
+    series = pd.read_csv(root / "series.csv", dtype={"image_id": str})
+    series.drop(columns=["n_boxes", "boxes_match_gradings"], errors="ignore").to_csv(
+        root / "series.csv", index=False
+    )
+    dataset_root = root
+    found: dict[bytes, list] = {}
+    for image_id, rows in removed.groupby("image_id"):
+        path = next((dataset_root / "images").glob(f"{image_id}.*"))
+        key = read_image(path).pixels.tobytes()
+        found[key] = [
+            DiscDetection(
+                box=(r.xmin + 0.5, r.ymin, r.xmax, r.ymax - 0.5),
+                score=0.9,
+                ivd_label=int(r.ivd_label),
+                level=r.level,
+            )
+            for r in rows.itertuples()
+        ] + [DiscDetection(box=(1.0, 1.0, 20.0, 10.0), score=0.1, ivd_label=20, level="IVD20")]
+
+    class FakeLocalizer:
+        calls = 0
+
+        def detect(self, pixels):
+            FakeLocalizer.calls += 1
+            return found[np.asarray(pixels).tobytes()], []
+
+    return root, removed, FakeLocalizer
+
+
+def test_localizer_boxes_add_graded_unboxed_series(unboxed_spider, tmp_path, monkeypatch):
+    root, removed, fake = unboxed_spider
+    monkeypatch.setattr(training, "_load_localizer", lambda: (fake(), "f" * 64))
+    plain = load_grading_data(_tiny_config(root))
+    assert (plain.table["box_source"] == "reference").all()
+    assert not plain.table["image_id"].isin(UNBOXED).any()
+    config = _tiny_config(root, localizer_boxes=True)
+    before = fake.calls
+    data = load_grading_data(config, cache_dir=tmp_path)
+    assert fake.calls - before == len(UNBOXED)
+    assert (tmp_path / training.LOCALIZER_CACHE).is_file()
+    table = data.table
+    assert list(table.columns) == list(plain.table.columns)
+    local = table[table["box_source"] == "localizer"]
+    reference = table[table["box_source"] == "reference"]
+    pd.testing.assert_frame_equal(reference.reset_index(drop=True), plain.table)
+    # One row per graded disc the localiser found; the ungraded IVD20 detection is left out.
+    assert len(local) == len(removed)
+    assert set(local["image_id"]) == set(UNBOXED)
+    merged = local.merge(removed, on=["image_id", "ivd_label"], suffixes=("", "_ref"))
+    assert len(merged) == len(removed)
+    for column in ["level", "herniation", "bulging", "narrowing", "pfirrmann", "modic"]:
+        assert (merged[column] == merged[f"{column}_ref"]).all(), column
+    np.testing.assert_allclose(merged["xmin"], merged["xmin_ref"] + 0.5)
+    assert data.crops.shape[0] == len(table)
+    # Rerun: the cached detections are reused, the localiser is not run again.
+    before = fake.calls
+    again = load_grading_data(config, cache_dir=tmp_path)
+    assert fake.calls == before
+    pd.testing.assert_frame_equal(again.table, table)
+    np.testing.assert_array_equal(again.crops, data.crops)
+
+
+def test_localizer_folds_keep_reference_folds_and_patients(unboxed_spider, monkeypatch):
+    root, _, fake = unboxed_spider
+    monkeypatch.setattr(training, "_load_localizer", lambda: (fake(), "f" * 64))
+    table = load_grading_data(_tiny_config(root, localizer_boxes=True)).table
+    folds = patient_folds(table, 2, seed=0)
+    assert (folds >= 0).all()
+    assert (table.assign(fold=folds).groupby("patient")["fold"].nunique() == 1).all()
+    reference = (table["box_source"] == "reference").to_numpy()
+    np.testing.assert_array_equal(folds[reference], patient_folds(table[reference], 2, seed=0))
+
+
+def test_localizer_boxes_fingerprint():
+    plain = GraderConfig()
+    assert plain.fingerprint() == GraderConfig(localizer_boxes=False).fingerprint()
+    assert "localizer_boxes" not in json.dumps(plain.model_dump(mode="json", exclude={"localizer_boxes"}))
+    assert GraderConfig(localizer_boxes=True).fingerprint() != plain.fingerprint()
+
+
+def test_cross_validation_with_localizer_boxes_scores_reference_discs(unboxed_spider, tmp_path, monkeypatch):
+    root, removed, fake = unboxed_spider
+    monkeypatch.setattr(training, "_load_localizer", lambda: (fake(), "f" * 64))
+    config = _tiny_config(root, localizer_boxes=True)
+    result = cross_validate_grader(config, tmp_path / "cv")
+    n_reference = len(load_grading_data(_tiny_config(root)).table)
+    assert result["data"]["n_discs"] == n_reference
+    assert result["data"]["n_localizer_discs"] == len(removed)
+    assert result["all_discs"]["data"]["n_discs"] == n_reference + len(removed)
+    assert set(result["all_discs"]["summary"]) == {"model", "level_baseline"}
+    assert (tmp_path / "cv" / training.LOCALIZER_CACHE).is_file()
+    oof = pd.read_csv(tmp_path / "cv" / OOF_PREDICTIONS)
+    assert set(oof["box_source"]) == {"reference", "localizer"}
+    assert oof.groupby("patient")["fold"].nunique().max() == 1
+    weights = train_grader(config, tmp_path / "grader.pt", cv_dir=tmp_path / "cv")
+    assert weights.is_file()

@@ -20,6 +20,12 @@ thresholds. Calibrators for fold k are fitted on the out-of-fold predictions of 
 folds (cross-fitting) and the operating point (Youden) is chosen on them too. The level-only
 baseline uses the grade prevalence per level in the training folds.
 
+``GraderConfig.localizer_boxes`` adds the series without reference boxes, boxed by the bundled disc
+localiser (which never sees grades) and graded from gradings.csv by (patient, ivd_label); the
+detections are cached in ``localizer_boxes.csv`` in ``out_dir``. Those discs only train: the
+headline metrics stay on the reference-boxed discs (whose folds are the same as without the
+option), and the same metrics on all discs go under ``all_discs``.
+
 :func:`train_grader` trains the final model on all boxed discs with the same recipe and saves it
 with the calibrators of the CV run; :class:`spinedx.pipelines.mri_discs.grade.DiscGrader` loads it.
 """
@@ -57,7 +63,7 @@ from spinedx.evaluation.grading import (
 )
 from spinedx.io.atomic import atomic_path, atomic_write_text
 from spinedx.io.images import read_image
-from spinedx.io.spider import read_spider
+from spinedx.io.spider import level_name, read_spider
 from spinedx.models.disc_grader import (
     BINARY_TASKS,
     MODIC_GRADES,
@@ -125,10 +131,17 @@ class GraderConfig(_Strict):
     n_resamples: int = Field(1000, ge=0, description="patient bootstrap resamples for the CIs")
     specificity_target: float = Field(0.88, gt=0.0, lt=1.0)
     max_patients: int | None = Field(None, ge=2, description="use only the first N patients (tests)")
+    localizer_boxes: bool = Field(
+        False,
+        description="also train on the series without reference boxes, boxed by the bundled disc "
+        "localiser and graded from gradings.csv by (patient, ivd_label); metrics stay on reference boxes",
+    )
 
     def fingerprint(self) -> str:
         """Hash of everything that changes training (not threads / bootstrap settings)."""
         skip = {"threads", "n_resamples", "specificity_target", "pfirrmann_decode"}
+        if not self.localizer_boxes:
+            skip.add("localizer_boxes")  # fingerprints of runs from before the option stay valid
         payload = self.model_dump(mode="json", exclude=skip)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -136,20 +149,37 @@ class GraderConfig(_Strict):
 # --------------------------------------------------------------------------- data
 
 
+REFERENCE = "reference"
+LOCALIZER = "localizer"
+LOCALIZER_CACHE = "localizer_boxes.csv"
+_DETECTION_COLUMNS = ["image_id", "ivd_label", "level", "xmin", "ymin", "xmax", "ymax", "score"]
+
+
 @dataclass
 class GradingData:
     table: pd.DataFrame
-    """One row per boxed disc (discs.csv columns), index 0..N-1."""
+    """One row per disc (discs.csv columns + ``box_source``: "reference" or "localizer"), index 0..N-1."""
     crops: np.ndarray
     """(N, P, P) float32 padded, normalised crops."""
 
 
-def load_grading_data(config: GraderConfig) -> GradingData:
-    """Read the boxed discs of ``config.data_root`` and cut their crops."""
+def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> GradingData:
+    """Read the boxed discs of ``config.data_root`` and cut their crops.
+
+    With ``config.localizer_boxes`` the discs the bundled localiser finds on every series without
+    reference boxes are added (``box_source`` "localizer"), graded from gradings.csv by
+    (patient, ivd_label); discs without a grading row are left out. The localiser never sees
+    grades. Its detections are cached in ``cache_dir/localizer_boxes.csv`` (per localiser sha256).
+    """
     dataset = read_spider(config.data_root)
     table = dataset.discs.reset_index(drop=True)
     if table.empty:
         raise InputError(f"{config.data_root / 'discs.csv'}: no boxed discs to grade")
+    table["box_source"] = REFERENCE
+    if config.localizer_boxes:
+        extra = _localizer_rows(dataset, table, cache_dir)
+        if not extra.empty:
+            table = pd.concat([table, extra[table.columns]], ignore_index=True)
     if config.max_patients is not None:
         keep = sorted(table["patient"].unique(), key=_natural)[: config.max_patients]
         table = table[table["patient"].isin(keep)].reset_index(drop=True)
@@ -166,12 +196,115 @@ def load_grading_data(config: GraderConfig) -> GradingData:
     return GradingData(table, crops)
 
 
+def _load_localizer():
+    from spinedx.models.registry import resolve_weights
+    from spinedx.pipelines.mri_discs.localize import DiscLocalizer
+
+    entry = resolve_weights("disc_localizer")
+    return DiscLocalizer.load(entry.path), entry.sha256
+
+
+def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) -> pd.DataFrame:
+    """Graded localiser discs on the series of ``dataset`` that have no reference boxes."""
+    boxed = set(reference["image_id"].astype(str))
+    graded = set(dataset.gradings["patient"].astype(str))
+    series = dataset.series[
+        ~dataset.series["image_id"].astype(str).isin(boxed)
+        & dataset.series["patient"].astype(str).isin(graded)
+    ]
+    if series.empty:
+        return pd.DataFrame(columns=reference.columns)
+    localizer, sha = _load_localizer()
+    cache = Path(cache_dir) / LOCALIZER_CACHE if cache_dir is not None else None
+    detections = pd.DataFrame(columns=[*_DETECTION_COLUMNS, "localizer_sha256"])
+    if cache is not None and cache.is_file():
+        detections = pd.read_csv(cache, dtype={"image_id": str, "localizer_sha256": str})
+        detections = detections[detections["localizer_sha256"] == sha]
+    done = set(detections["image_id"].astype(str))
+    todo = [i for i in series["image_id"].astype(str) if i not in done]
+    if todo:
+        rows = []
+        began = time.perf_counter()
+        for image_id in todo:
+            found, _ = localizer.detect(read_image(dataset.image_path(image_id)).pixels)
+            if not found:  # remember the series was looked at
+                rows.append({"image_id": image_id, "ivd_label": -1, "level": "", "score": 0.0})
+            for d in found:
+                xmin, ymin, xmax, ymax = d.box
+                rows.append(
+                    dict(image_id=image_id, ivd_label=d.ivd_label, level=d.level, xmin=xmin, ymin=ymin)
+                    | dict(xmax=xmax, ymax=ymax, score=d.score)
+                )
+        logger.info("localiser: %d series in %.0fs", len(todo), time.perf_counter() - began)
+        new = pd.DataFrame(rows, columns=_DETECTION_COLUMNS).assign(localizer_sha256=sha)
+        detections = pd.concat([detections, new], ignore_index=True) if len(detections) else new
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                detections.to_csv(tmp, index=False, float_format="%.3f")
+    detections = detections[
+        detections["image_id"].astype(str).isin(set(series["image_id"].astype(str)))
+        & (detections["ivd_label"].astype(int) > 0)
+    ].copy()
+    detections["image_id"] = detections["image_id"].astype(str)
+    detections["ivd_label"] = detections["ivd_label"].astype(int)
+    # One box per (series, level): the strongest, should the localiser ever repeat a label.
+    detections = detections.sort_values("score", ascending=False).drop_duplicates(["image_id", "ivd_label"])
+    meta = series[["image_id", "patient", "sequence"]].astype({"image_id": str})
+    gradings = dataset.gradings.drop(columns=["level"]).astype({"patient": str})
+    rows = detections.drop(columns=["level"]).merge(meta.astype({"patient": str}), on="image_id")
+    rows = rows.merge(gradings, on=["patient", "ivd_label"], how="inner")
+    rows["level"] = [level_name(int(label)) for label in rows["ivd_label"]]
+    rows["box_source"] = LOCALIZER
+    for column in reference.columns:
+        if column not in rows.columns:
+            rows[column] = np.nan
+    rows = rows.astype({c: reference[c].dtype for c in reference.columns if c in ("patient", "image_id")})
+    order = rows["image_id"].map(_natural).tolist()
+    rows = rows.iloc[sorted(range(len(rows)), key=lambda i: (order[i], -int(rows["ivd_label"].iloc[i])))]
+    return rows[reference.columns].reset_index(drop=True)
+
+
 def _natural(value: str):
     return (0, int(value), "") if str(value).isdigit() else (1, 0, str(value))
 
 
+def _reference_mask(table: pd.DataFrame) -> np.ndarray:
+    if "box_source" not in table.columns:
+        return np.ones(len(table), dtype=bool)
+    return (table["box_source"] == REFERENCE).to_numpy()
+
+
 def patient_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    """Fold number per row: patient-grouped, stratified by herniation (every series of a patient together)."""
+    """Fold number per row: patient-grouped, stratified by herniation (every series of a patient together).
+
+    Patients with reference boxes are split as if the table held only the reference-boxed discs
+    (so a run with localiser boxes tests the reference discs in the same folds as one without);
+    the patients that only have localiser boxes are then split on their own, and localiser rows of
+    a patient with reference boxes follow that patient's fold.
+    """
+    reference = _reference_mask(table)
+    folds = np.full(len(table), -1, dtype=np.int64)
+    folds[reference] = _grouped_folds(table[reference], n_folds, seed)
+    if reference.all():
+        return folds
+    fold_of = dict(zip(table["patient"].astype(str)[reference], folds[reference], strict=True))
+    patients = table["patient"].astype(str)
+    known = patients.isin(fold_of).to_numpy()
+    folds[~reference & known] = patients[~reference & known].map(fold_of).to_numpy()
+    rest = ~reference & ~known
+    if rest.any():
+        others = table[rest]
+        if others["patient"].nunique() >= n_folds:
+            folds[rest] = _grouped_folds(others, n_folds, seed)
+        else:
+            names = sorted(others["patient"].astype(str).unique(), key=_natural)
+            rank = {name: i % n_folds for i, name in enumerate(names)}
+            folds[rest] = others["patient"].astype(str).map(rank).to_numpy()
+    return folds
+
+
+def _grouped_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedGroupKFold
 
     groups = table["patient"].astype(str).to_numpy()
@@ -546,7 +679,7 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
     _set_threads(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = load_grading_data(config)
+    data = load_grading_data(config, cache_dir=out_dir)
     table = data.table
     folds = patient_folds(table, config.folds, config.seed)
     n = len(table)
@@ -626,56 +759,74 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
             for j in range(len(BINARY_TASKS))
         ]
 
+    # Headline metrics on the reference-boxed discs only (comparable with runs without localiser
+    # boxes); with localiser boxes the same metrics on all discs go under "all_discs".
     decode = config.pfirrmann_decode
-    model_metrics = _metrics(
-        calibrated, thresholds, table, config, pfirrmann_pred=pfirrmann_grade(calibrated["pfirrmann"], decode)
-    )
-    baseline_metrics = _metrics(
-        baseline,
-        baseline_thresholds,
-        table,
-        config,
-        pfirrmann_pred=pfirrmann_grade(baseline["pfirrmann"], "argmax"),
-    )
-    ece = {}
-    for j, task in enumerate(BINARY_TASKS):
-        y = targets["binary"][:, j]
-        ece[task] = {
-            "raw": expected_calibration_error(raw["binary"][:, j], y),
-            "calibrated": expected_calibration_error(calibrated["binary"][:, j], y),
-        }
-    for task, offset in (("pfirrmann", PFIRRMANN_GRADES[0]), ("modic", MODIC_GRADES[0])):
-        y = targets[task] - offset
-        ece[task] = {
-            "raw": expected_calibration_error(raw[task], y),
-            "calibrated": expected_calibration_error(calibrated[task], y),
-        }
-    pfirrmann_alternatives = {
-        rule: float(
-            ordinal_metrics(
-                targets["pfirrmann"],
-                pfirrmann_grade(calibrated["pfirrmann"], rule),
-                labels=PFIRRMANN_GRADES,
-                n_resamples=0,
-            )["kappa_quadratic"]["estimate"]
+
+    def evaluate(rows: np.ndarray) -> dict:
+        sub = table[rows].reset_index(drop=True)
+        cal = {key: value[rows] for key, value in calibrated.items()}
+        base = {key: value[rows] for key, value in baseline.items()}
+        model_metrics = _metrics(
+            cal, thresholds[rows], sub, config, pfirrmann_pred=pfirrmann_grade(cal["pfirrmann"], decode)
         )
-        for rule in ("expected", "argmax")
-    }
+        baseline_metrics = _metrics(
+            base,
+            baseline_thresholds[rows],
+            sub,
+            config,
+            pfirrmann_pred=pfirrmann_grade(base["pfirrmann"], "argmax"),
+        )
+        ece = {}
+        for j, task in enumerate(BINARY_TASKS):
+            y = targets["binary"][rows, j]
+            ece[task] = {
+                "raw": expected_calibration_error(raw["binary"][rows, j], y),
+                "calibrated": expected_calibration_error(cal["binary"][:, j], y),
+            }
+        for task, offset in (("pfirrmann", PFIRRMANN_GRADES[0]), ("modic", MODIC_GRADES[0])):
+            y = targets[task][rows] - offset
+            ece[task] = {
+                "raw": expected_calibration_error(raw[task][rows], y),
+                "calibrated": expected_calibration_error(cal[task], y),
+            }
+        alternatives = {
+            rule: float(
+                ordinal_metrics(
+                    targets["pfirrmann"][rows],
+                    pfirrmann_grade(cal["pfirrmann"], rule),
+                    labels=PFIRRMANN_GRADES,
+                    n_resamples=0,
+                )["kappa_quadratic"]["estimate"]
+            )
+            for rule in ("expected", "argmax")
+        }
+        return {
+            "data": {
+                "n_discs": int(rows.sum()),
+                "n_series": int(sub["image_id"].nunique()),
+                "n_patients": int(sub["patient"].nunique()),
+            },
+            "summary": {"model": _summary(model_metrics), "level_baseline": _summary(baseline_metrics)},
+            "model": model_metrics,
+            "level_baseline": baseline_metrics,
+            "ece": ece,
+            "pfirrmann_kappa_by_decode": alternatives,
+        }
+
+    reference = _reference_mask(table)
+    headline = evaluate(reference)
     result = {
         "config": config.model_dump(mode="json"),
-        "data": {
-            "n_discs": n,
-            "n_series": int(table["image_id"].nunique()),
-            "n_patients": int(table["patient"].nunique()),
-        },
+        "data": headline["data"],
         "folds": fold_info,
-        "summary": {"model": _summary(model_metrics), "level_baseline": _summary(baseline_metrics)},
-        "model": model_metrics,
-        "level_baseline": baseline_metrics,
-        "ece": ece,
-        "pfirrmann_kappa_by_decode": pfirrmann_alternatives,
+        **{key: value for key, value in headline.items() if key != "data"},
         "deploy_calibration": fit_calibration(logits, table),
     }
+    if not reference.all():
+        result["data"]["n_localizer_discs"] = int((~reference).sum())
+        result["data"]["n_training_discs"] = n
+        result["all_discs"] = evaluate(np.ones(n, dtype=bool))
     atomic_write_text(out_dir / CV_METRICS, json.dumps(_finite(result), indent=2) + "\n")
     _write_oof(out_dir / OOF_PREDICTIONS, table, folds, logits, calibrated, baseline)
     return result
@@ -696,7 +847,17 @@ def _finite(value):
 
 def _write_oof(path: Path, table: pd.DataFrame, folds, logits, calibrated, baseline) -> None:
     frame = table[
-        ["image_id", "patient", "sequence", "ivd_label", "level", *BINARY_TASKS, "pfirrmann", "modic"]
+        [
+            "image_id",
+            "patient",
+            "sequence",
+            "ivd_label",
+            "level",
+            *BINARY_TASKS,
+            "pfirrmann",
+            "modic",
+            "box_source",
+        ]
     ].copy()
     frame.insert(0, "fold", folds)
     for j, task in enumerate(BINARY_TASKS):
@@ -736,7 +897,7 @@ def train_grader(
             raise InputError(f"{metrics_path}: CV run of another config; rerun it or pass a matching cv_dir")
     else:
         cv = _finite(cross_validate_grader(config, cv_dir))
-    data = load_grading_data(config)
+    data = load_grading_data(config, cache_dir=cv_dir)
     work = Path(work_dir) if work_dir is not None else out_path.parent / f".{out_path.stem}_train"
     began = time.perf_counter()
     model, fit = fit_grader(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
     resume_state = _resume_state(run_dir, config_yaml)
     if dist.is_main:
         for line in data.skipped:
-            print(f"warning: skipped {line}")
+            print(f"warning: skipped {line}", file=sys.stderr)
         if resume_state is None:
             atomic_write_text(run_dir / CONFIG_FILE, config_yaml)
             atomic_write_text(
