@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SPIDER = SHARED_DATA / "spider-sagittal"
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import SPIDER
 from spinedx.errors import InputError
 from spinedx.evaluation.calibration import (
     PlattScaler,
@@ -44,6 +45,7 @@ from spinedx.models.disc_grader import (
     region_masks,
     view_crops,
 )
+from spinedx.models.registry import BUNDLED_DIR
 from spinedx.pipelines.mri_discs.grade import DiscGrader
 from spinedx.training import disc_grader as training
 from spinedx.training.disc_grader import (
@@ -58,9 +60,7 @@ from spinedx.training.disc_grader import (
     train_grader,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SPIDER = SHARED_DATA / "spider-sagittal"
-BUNDLED = Path(__file__).resolve().parents[1] / "src" / "spinedx" / "models" / "weights" / "disc_grader.pt"
+BUNDLED = BUNDLED_DIR / "disc_grader.pt"
 
 
 # --------------------------------------------------------------------------- metrics

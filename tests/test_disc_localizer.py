@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import SPIDER
 from spinedx.evaluation.detection import (
     box_iou,
     count_detections,
@@ -31,11 +32,10 @@ from spinedx.models.disc_localizer import (
     normalize_intensity,
     render_targets,
 )
+from spinedx.models.registry import BUNDLED_DIR
 from spinedx.pipelines.mri_discs.localize import NO_L5S1_WARNING, Calibration, DiscLocalizer
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SPIDER = SHARED_DATA / "spider-sagittal"
-BUNDLED = Path(__file__).resolve().parents[1] / "src" / "spinedx" / "models" / "weights" / "disc_localizer.pt"
+BUNDLED = BUNDLED_DIR / "disc_localizer.pt"
 
 
 # --------------------------------------------------------------------------- metrics

@@ -17,13 +17,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from conftest import SHARED_DATA
 from spinedx.errors import InputError
 from spinedx.io.images import LoadedImage, read_image
 
 PATIENT_NAME = "Doe^Jane"
-REAL_IMAGES = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "xray-vertebrae-ap" / "train" / "images"
-)
+REAL_IMAGES = SHARED_DATA / "xray-vertebrae-ap" / "train" / "images"
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
 

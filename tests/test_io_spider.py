@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import SPIDER
 from spinedx.errors import InputError
 from spinedx.io.spider import GRADE_COLUMNS, LEVEL_NAMES, SpiderDataset, level_name, read_spider
-
-SPIDER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider-sagittal"
 
 SERIES = """image_id,patient,sequence,width,height,n_boxes,n_graded_discs,boxes_match_gradings
 1_t1,1,t1,40,60,2,3,1

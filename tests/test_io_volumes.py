@@ -22,10 +22,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from conftest import SPIDER
 from spinedx.errors import InputError
 from spinedx.io.volumes import SagittalSlice, read_sagittal, read_sagittal_stack
 
-SPIDER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider-sagittal"
 PATIENT_NAME = "Secret^Patient"
 PATIENT_ID = "PID-SECRET-42"
 

@@ -13,13 +13,13 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from conftest import SPIDER
 from spinedx.errors import InputError
 from spinedx.synth import mri
 from spinedx.synth.mri import LEVELS, generate_mri_dataset
 
 SIZE = (192, 192)
 SPACING = 1.8  # a 346 mm field of view, like 384 px at 0.9 mm
-SPIDER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider-sagittal"
 
 SERIES_COLUMNS = [
     "image_id",
