@@ -110,7 +110,8 @@ def train(
         list[str] | None, typer.Option("--set", help="override a recipe value: KEY=VALUE")
     ] = None,
     bundle: Annotated[
-        bool, typer.Option(help="mri-discs recipes: install the trained weights as the bundled models")
+        bool,
+        typer.Option(help="mri-discs / spine-seg recipes: install the trained weights as the bundled models"),
     ] = False,
 ) -> None:
     """Train a recipe; a run killed mid-way resumes from its last finished epoch when restarted."""
@@ -124,6 +125,17 @@ def train(
         recipe = parse_recipe(raw, str(config))
         paths = train_mri_discs(
             recipe, out or Path("runs") / recipe.name, register_into=BUNDLED_DIR if bundle else None
+        )
+        typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
+        return
+    if raw.get("task") == "spine-seg":
+        from spinedx.models.registry import BUNDLED_DIR
+        from spinedx.training.spine_seg import parse_recipe as parse_seg_recipe
+        from spinedx.training.spine_seg import train_spine_seg
+
+        seg_recipe = parse_seg_recipe(raw, str(config))
+        paths = train_spine_seg(
+            seg_recipe, out or Path("runs") / seg_recipe.name, register_into=BUNDLED_DIR if bundle else None
         )
         typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
         return

@@ -1,0 +1,87 @@
+"""Spine segmentation network: a 2-D MONAI U-Net labelling vertebra, disc and spinal canal.
+
+Input: one sagittal slice, normalised and letterboxed to ``input_size`` like the disc localiser
+(:func:`spinedx.models.disc_localizer.letterbox`). Output: :data:`N_CLASSES` logits in the order of
+:data:`spinedx.io.masks.SEG_LABELS`. :func:`segment_pixels` maps the class probabilities back onto
+the input's pixel grid before taking the arg-max, so the label map has the input's shape.
+
+Weight files (:func:`save_segmenter` / :func:`load_segmenter`) hold a float16 state dict (half the
+size; the U-Net is numerically insensitive to it) and the architecture settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spinedx.errors import InputError
+from spinedx.io.atomic import atomic_path
+from spinedx.io.masks import SEG_LABELS
+from spinedx.models.disc_localizer import letterbox
+
+N_CLASSES = len(SEG_LABELS)
+DEFAULT_CHANNELS = (16, 32, 64, 128, 256)
+DEFAULT_INPUT_SIZE = 256
+
+
+def build_spine_segmenter(channels: Sequence[int] = DEFAULT_CHANNELS, num_res_units: int = 2) -> nn.Module:
+    """MONAI ``UNet`` (stride-2 levels): 1 input channel, :data:`N_CLASSES` logits."""
+    from monai.networks.nets import UNet
+
+    channels = tuple(int(c) for c in channels)
+    return UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=N_CLASSES,
+        channels=channels,
+        strides=(2,) * (len(channels) - 1),
+        num_res_units=int(num_res_units),
+    )
+
+
+def segment_probabilities(model: nn.Module, pixels: np.ndarray, input_size: int) -> torch.Tensor:
+    """(N_CLASSES, H, W) class probabilities on the grid of ``pixels`` (H, W)."""
+    tensor, geometry = letterbox(pixels, input_size)
+    with torch.inference_mode():
+        probabilities = torch.softmax(model(tensor), dim=1)
+    oy, ox = int(geometry.offset_y), int(geometry.offset_x)
+    inside = probabilities[:, :, oy : oy + geometry.resized_h, ox : ox + geometry.resized_w]
+    height, width = np.asarray(pixels).shape
+    return F.interpolate(inside, size=(height, width), mode="bilinear", align_corners=False)[0]
+
+
+def segment_pixels(model: nn.Module, pixels: np.ndarray, input_size: int) -> np.ndarray:
+    """(H, W) uint8 label map of ``pixels``."""
+    return segment_probabilities(model, pixels, input_size).argmax(0).numpy().astype(np.uint8)
+
+
+def save_segmenter(path: Path, model: nn.Module, settings: dict, meta: dict | None = None) -> Path:
+    """``settings``: ``channels``, ``num_res_units``, ``input_size``."""
+    state = {
+        key: value.half() if value.is_floating_point() else value for key, value in model.state_dict().items()
+    }
+    with atomic_path(path) as temporary:
+        torch.save(
+            {"state_dict": state, "settings": settings, "labels": SEG_LABELS, "meta": meta or {}}, temporary
+        )
+    return Path(path)
+
+
+def load_segmenter(path: Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, settings) from a file written by :func:`save_segmenter`."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        settings = payload["settings"]
+        model = build_spine_segmenter(settings["channels"], settings["num_res_units"])
+        model.load_state_dict({key: value.float() for key, value in payload["state_dict"].items()})
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: segmenter weights not found") from exc
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: not a spine segmenter weight file ({exc.__class__.__name__})") from exc
+    return model.eval(), settings
