@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from spinedx.errors import InputError
+
+RecipeT = TypeVar("RecipeT", bound=BaseModel)
 
 Monitor = Literal["val_macro_f1", "val_balanced_accuracy", "val_accuracy", "val_loss"]
 
@@ -128,13 +130,18 @@ def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentCon
     return parse_config(read_recipe(path, overrides), source=str(path))
 
 
-def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
+def validate_recipe(model: type[RecipeT], raw: dict, source: str = "config") -> RecipeT:
+    """``raw`` validated as ``model``; the first problem becomes an InputError naming the field."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise InputError(f"{source}: field '{field}': {first['msg']}") from exc
+
+
+def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    return validate_recipe(ExperimentConfig, raw, source)
 
 
 def config_to_yaml(config: ExperimentConfig) -> str:

@@ -29,10 +29,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from spinedx.data.seg_data import SegSample, load_seg_source, patient_folds
-from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.masks import IGNORE
 from spinedx.models.disc_localizer import letterbox_geometry, normalize_intensity
@@ -43,6 +42,7 @@ from spinedx.models.spine_segmenter import (
     save_segmenter,
     segment_pixels,
 )
+from spinedx.training.config import validate_recipe
 
 TASK = "spine-seg"
 WEIGHTS_NAME = "spine_segmenter.pt"
@@ -82,12 +82,7 @@ class SpineSegRecipe(BaseModel):
 
 
 def parse_recipe(raw: dict, source: str) -> SpineSegRecipe:
-    try:
-        return SpineSegRecipe.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"{source}: field '{field}': {first['msg']}") from exc
+    return validate_recipe(SpineSegRecipe, raw, source)
 
 
 # --------------------------------------------------------------------------- loss
