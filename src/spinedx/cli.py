@@ -241,11 +241,18 @@ def evaluate_discs(
     bootstrap: Annotated[
         int, typer.Option(help="bootstrap resamples (over patients) for the 95% CIs")
     ] = 1000,
+    cv_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="a `spinedx train configs/spider_discs.yaml` run: score each patient with the fold "
+            "models that held it out (end-to-end cross-validation) instead of the bundled models"
+        ),
+    ] = None,
 ) -> None:
-    """Localisation, levels and grades of the bundled MRI disc models against reference annotations."""
+    """Localisation, levels and grades of the MRI disc models against reference annotations."""
     from spinedx.evaluation.disc_study import evaluate_discs as run_evaluation
 
-    outcome = run_evaluation(data, out, n_resamples=bootstrap)
+    outcome = run_evaluation(data, out, n_resamples=bootstrap, cv_run=cv_run)
     typer.echo(json.dumps({"localisation": outcome.metrics["localisation"]}, indent=2, default=float))
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
 

@@ -4,12 +4,18 @@ Every series is analysed exactly as ``spinedx analyze`` would. Localisation is s
 ``discs.csv`` (disc recall and precision at IoU >= 0.5, level accuracy of matched discs); grades
 are matched by patient and predicted level against ``gradings.csv`` for every series. CIs are
 bootstrap over patients. The disc height ratio is also scored as a stand-alone narrowing marker.
+
+The models are the bundled ones, a given pipeline, or (``cv_run``) the fold models of a
+cross-validated training run, chosen per patient so that every patient is analysed by models
+that never saw them (:mod:`spinedx.evaluation.out_of_fold`): the end-to-end cross-validation
+figures of the model card.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +25,8 @@ import pandas as pd
 from spinedx.evaluation.bootstrap import bootstrap_ci
 from spinedx.evaluation.detection import count_detections
 from spinedx.evaluation.grading import binary_task_metrics, ordinal_metrics
-from spinedx.evaluation.plots import plot_confusion_matrix
+from spinedx.evaluation.out_of_fold import OutOfFoldModels
+from spinedx.evaluation.plots import plot_binary_rocs, plot_confusion_matrix, plot_reliability
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.findings import Findings
 from spinedx.io.spider import read_spider
@@ -39,14 +46,17 @@ class DiscEvaluation:
     report_path: Path
 
 
-def _analyse_all(dataset, pipeline: MriDiscPipeline) -> dict[str, Findings]:
+PipelineForPatient = Callable[[str], MriDiscPipeline]
+
+
+def _analyse_all(dataset, pipeline_for: PipelineForPatient) -> dict[str, Findings]:
     findings = {}
-    for image_id in dataset.series["image_id"]:
+    for image_id, patient in dataset.series[["image_id", "patient"]].itertuples(index=False):
         image = read_sagittal(dataset.image_path(image_id))
         spacing = dataset.pixel_spacing(image_id)
         if spacing is not None:
             image.pixel_spacing_mm = spacing
-        findings[image_id] = pipeline.analyze(image, image_id)
+        findings[image_id] = pipeline_for(str(patient)).analyze(image, image_id)
     return findings
 
 
@@ -87,14 +97,16 @@ def _localisation(dataset, findings: dict[str, Findings], n_resamples: int) -> t
     return metrics, table
 
 
-def _graded_discs(dataset, findings: dict[str, Findings]) -> pd.DataFrame:
-    """One row per predicted disc whose (patient, level) has a reference grading."""
+def _graded_discs(dataset, findings: dict[str, Findings], pipeline_for: PipelineForPatient) -> pd.DataFrame:
+    """One row per predicted disc whose (patient, level) has a reference grading, with the
+    operating point of the grader that graded it."""
     series = dataset.series.set_index("image_id")
     gradings = dataset.gradings.assign(ivd_label=dataset.gradings["ivd_label"].astype(int))
     gradings = gradings.set_index(["patient", "ivd_label"])
     rows = []
     for image_id, result in findings.items():
         patient = str(series.loc[image_id, "patient"])
+        thresholds = pipeline_for(patient).grader.thresholds
         for disc in result.discs:
             key = (patient, disc.ivd_label)
             if key not in gradings.index:
@@ -104,6 +116,7 @@ def _graded_discs(dataset, findings: dict[str, Findings]) -> pd.DataFrame:
             for name in BINARY_TASKS:
                 row[f"{name}_true"] = int(reference[name])
                 row[f"{name}_prob"] = getattr(disc.grades, name).probability
+                row[f"{name}_threshold"] = thresholds.get(name, 0.5)
             row["pfirrmann_true"] = int(reference["pfirrmann"])
             row["pfirrmann_pred"] = disc.grades.pfirrmann.grade
             row["height_ratio"] = disc.measurements.height_ratio
@@ -111,14 +124,14 @@ def _graded_discs(dataset, findings: dict[str, Findings]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _grading(table: pd.DataFrame, thresholds: dict[str, float], n_resamples: int) -> dict:
+def _grading(table: pd.DataFrame, n_resamples: int) -> dict:
     if table.empty:
         return {}
     groups = table["patient"].to_numpy()
     metrics = {"n_discs": len(table), "n_patients": int(table["patient"].nunique())}
     for name in BINARY_TASKS:
         metrics[name] = binary_task_metrics(
-            table[f"{name}_true"], table[f"{name}_prob"], threshold=thresholds.get(name, 0.5),
+            table[f"{name}_true"], table[f"{name}_prob"], threshold=table[f"{name}_threshold"].to_numpy(),
             groups=groups, n_resamples=n_resamples,
         )  # fmt: skip
     metrics["pfirrmann"] = ordinal_metrics(
@@ -136,16 +149,26 @@ def _grading(table: pd.DataFrame, thresholds: dict[str, float], n_resamples: int
 
 
 def evaluate_discs(data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | None = None,
-                   n_resamples: int = 1000) -> DiscEvaluation:  # fmt: skip
+                   n_resamples: int = 1000, cv_run: Path | None = None) -> DiscEvaluation:  # fmt: skip
+    """Score ``pipeline`` (default: the bundled models), or with ``cv_run`` each patient with the
+    fold models of that run which held the patient out."""
     dataset = read_spider(Path(data_root))
-    pipeline = pipeline or MriDiscPipeline.bundled()
-    findings = _analyse_all(dataset, pipeline)
+    if cv_run is not None:
+        out_of_fold = OutOfFoldModels(cv_run)
+        pipeline_for, version = out_of_fold.pipeline_for, out_of_fold.version
+    else:
+        pipeline = pipeline or MriDiscPipeline.bundled()
+        pipeline_for, version = (lambda patient: pipeline), pipeline.version
+    findings = _analyse_all(dataset, pipeline_for)
     localisation, per_series = _localisation(dataset, findings, n_resamples)
-    graded = _graded_discs(dataset, findings)
-    grading = _grading(graded, pipeline.grader.thresholds, n_resamples)
+    graded = _graded_discs(dataset, findings, pipeline_for)
+    grading = _grading(graded, n_resamples)
     metrics = {
         "data": str(data_root),
-        "model": {"name": findings and next(iter(findings.values())).model.name, "version": pipeline.version},
+        "model": {"name": findings and next(iter(findings.values())).model.name, "version": version},
+        "models": "out-of-fold models of " + str(cv_run)
+        if cv_run is not None
+        else "one model for all patients",
         "localisation": localisation,
         "grading": grading,
     }
@@ -162,6 +185,9 @@ def evaluate_discs(data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | N
         figures["Pfirrmann grade: reference (rows) vs predicted (columns)"] = plot_confusion_matrix(
             confusion.to_numpy(), [str(g) for g in range(1, 6)]
         )
+        tasks = {name: (graded[f"{name}_true"], graded[f"{name}_prob"]) for name in BINARY_TASKS}
+        figures["ROC curves per finding"] = plot_binary_rocs(tasks)
+        figures["Calibration: observed frequency vs predicted probability"] = plot_reliability(tasks)
     failures = []
     if not per_series.empty:
         for row in per_series.sort_values("recall").head(N_FAILURES_SHOWN).itertuples():

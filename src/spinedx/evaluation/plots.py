@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve
 
 from spinedx.errors import InputError
@@ -138,16 +139,66 @@ def plot_roc_curves(y_true, probabilities, class_names: Sequence[str]) -> bytes:
         fpr, tpr, _ = roc_curve(positive, p[:, k])
         auc = roc_auc_score(positive, p[:, k])
         ax.plot(fpr, tpr, linewidth=2, label=f"{class_names[k]} (AUC {auc:.2f})")
+    _finish_unit_square(
+        ax,
+        "False positive rate (1 − specificity)",
+        "True positive rate (sensitivity)",
+        "ROC curves (each class vs. the rest)" if len(classes) > 1 else f"ROC curve: {class_names[1]}",
+    )
+    return _to_png(fig)
+
+
+def _finish_unit_square(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
-    ax.set_xlabel("False positive rate (1 − specificity)")
-    ax.set_ylabel("True positive rate (sensitivity)")
-    ax.set_title(
-        "ROC curves (each class vs. the rest)" if len(classes) > 1 else f"ROC curve: {class_names[1]}"
-    )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
+
+
+def plot_binary_rocs(tasks: dict[str, tuple]) -> bytes:
+    """One ROC curve per binary finding, ``tasks`` = {name: (labels 0/1, probabilities)}."""
+    fig = _new_figure(6.0, 5.5)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="#999999", label="Chance (AUC 0.50)")
+    for name, (y_true, scores) in tasks.items():
+        y = np.asarray(y_true).astype(int)
+        if y.size == 0 or y.min() == y.max():
+            ax.plot([], [], " ", label=f"{name} (AUC undefined: one class only)")
+            continue
+        fpr, tpr, _ = roc_curve(y, scores)
+        ax.plot(
+            fpr, tpr, linewidth=2, label=f"{name} (AUC {roc_auc_score(y, scores):.2f}, {y.sum()} positive)"
+        )
+    _finish_unit_square(
+        ax,
+        "False positive rate (1 − specificity)",
+        "True positive rate (sensitivity)",
+        "ROC curve per finding",
+    )
+    return _to_png(fig)
+
+
+def plot_reliability(tasks: dict[str, tuple], n_bins: int = 10) -> bytes:
+    """Reliability diagram: observed frequency per bin of predicted probability, one line per finding.
+
+    Bins are quantiles of the predictions, so rare findings still get populated bins.
+    """
+    fig = _new_figure(6.0, 5.5)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="#999999", label="Perfect calibration")
+    for name, (y_true, probabilities) in tasks.items():
+        y = np.asarray(y_true).astype(int)
+        if y.size == 0 or y.min() == y.max():
+            continue
+        observed, predicted = calibration_curve(y, probabilities, n_bins=n_bins, strategy="quantile")
+        ax.plot(predicted, observed, marker="o", linewidth=1.5, label=name)
+    _finish_unit_square(
+        ax, "Predicted probability (bin mean)", "Observed frequency", "Calibration per finding"
+    )
     return _to_png(fig)
 
 

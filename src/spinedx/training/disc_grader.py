@@ -13,7 +13,8 @@ of a spider-sagittal folder and writes to ``out_dir``:
     one row per disc: identifiers, fold, grades, raw logits, calibrated and baseline probabilities.
 ``fold_k/``
     per-epoch checkpoints (``last.pt``, written atomically) and ``predictions.npz`` once the fold
-    is done, so a killed run resumes where it stopped.
+    is done, so a killed run resumes where it stopped; ``disc_grader.pt``, the fold's deployable
+    grader with its cross-fitted calibration (for end-to-end out-of-fold evaluation).
 
 Honesty rules: the test fold is never used for training, early stopping, calibration or
 thresholds. Calibrators for fold k are fitted on the out-of-fold predictions of the *other*
@@ -84,6 +85,7 @@ FORMAT = "spinedx.disc_grader/1"
 CV_METRICS = "cv_metrics.json"
 OOF_PREDICTIONS = "oof_predictions.csv"
 FOLD_PREDICTIONS = "predictions.npz"
+GRADER_NAME = "disc_grader.pt"
 
 
 class _Strict(BaseModel):
@@ -750,6 +752,14 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
         for key in calibrated:
             calibrated[key][test] = probs[key]
         thresholds[test] = [calibration["thresholds"][task] for task in BINARY_TASKS]
+        fold_dir = out_dir / f"fold_{k}"
+        _save_grader(
+            fold_dir / GRADER_NAME,
+            config,
+            load_checkpoint(fold_dir / LAST)["model"],
+            calibration,
+            {"fold": k, "test_patients": json.loads((fold_dir / "fold.json").read_text())["test_patients"]},
+        )
         base_test = level_baseline(table[train], table[test])
         base_train = level_baseline(table[train], table[train])
         for key in baseline:
@@ -903,9 +913,20 @@ def train_grader(
     model, fit = fit_grader(
         config, data.crops, data.table, work, seed=config.seed * 1000 + 999, log_prefix="final: "
     )
-    weights = {
-        k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in model.state_dict().items()
+    meta = {
+        "config": config.model_dump(mode="json"),
+        "train_seconds": time.perf_counter() - began,
+        "n_discs": len(data.table),
+        "n_patients": int(data.table["patient"].nunique()),
+        "cv_summary": cv["summary"],
+        "history": fit["history"],
     }
+    return _save_grader(out_path, config, model.state_dict(), cv["deploy_calibration"], meta)
+
+
+def _save_grader(path: Path, config: GraderConfig, state_dict: dict, calibration: dict, meta: dict) -> Path:
+    """The file :meth:`spinedx.pipelines.mri_discs.grade.DiscGrader.load` reads (weights in float16)."""
+    weights = {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in state_dict.items()}
     payload = {
         "format": FORMAT,
         "model": {
@@ -918,15 +939,8 @@ def train_grader(
         "crop": {"size": config.crop_size, "margin": config.margin, "pad": config.pad},
         "pfirrmann_decode": config.pfirrmann_decode,
         "state_dict": weights,
-        "calibration": cv["deploy_calibration"],
-        "meta": {
-            "config": config.model_dump(mode="json"),
-            "train_seconds": time.perf_counter() - began,
-            "n_discs": len(data.table),
-            "n_patients": int(data.table["patient"].nunique()),
-            "cv_summary": cv["summary"],
-            "history": fit["history"],
-        },
+        "calibration": calibration,
+        "meta": meta,
     }
-    save_checkpoint(out_path, payload)
-    return out_path
+    save_checkpoint(path, payload)
+    return path

@@ -9,7 +9,8 @@ accuracy of matched discs, each with a 95% bootstrap interval over patients. It 
 final model on all series and writes ``disc_localizer.pt`` (:func:`train_localizer`).
 
 Every epoch ends with an atomic checkpoint (``fold_k/last.pt``, ``final/last.pt``); a finished
-fold leaves ``fold_k/result.json`` (per-image detections and counts). Running the same call again
+fold leaves ``fold_k/result.json`` (per-image detections and counts) and its deployable model
+``fold_k/disc_localizer.pt``. Running the same call again
 on the same ``out_dir`` resumes where training stopped (finished folds are only re-evaluated); a
 different config on a used ``out_dir`` is refused.
 
@@ -421,6 +422,9 @@ def cross_validate_localizer(
         # figures follow the current post-processing code.
         model, seconds = _fit(_prepare(train + synthetic, config.image_size), config, fold_dir, log)
         localizer = _localizer(model, config, train)
+        # The fold's deployable model lets `spinedx evaluate-discs --cv-run` score every patient
+        # end to end with a localiser that never saw them.
+        localizer.save(fold_dir / WEIGHTS_NAME)
         result = {
             "fold": k,
             "train_images": len(train) + len(synthetic),

@@ -39,7 +39,7 @@ def train_mri_discs(
 ) -> dict[str, Path]:
     """Cross-validate and train both models into ``run_dir``; optionally register them as bundled weights."""
     run_dir = Path(run_dir)
-    cross_validate_localizer(recipe.localizer, run_dir / "localizer_cv")
+    cross_validate_localizer(recipe.localizer, run_dir / "localizer_cv", train_final=False)
     train_localizer(recipe.localizer, run_dir / "localizer")
     localizer_path = run_dir / "localizer" / "disc_localizer.pt"
     cross_validate_grader(recipe.grader, run_dir / "grader_cv")
