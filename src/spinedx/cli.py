@@ -257,6 +257,43 @@ def evaluate_discs(
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
 
 
+@app.command("evaluate-seg")
+def evaluate_seg(
+    run_dir: Annotated[
+        str | None, typer.Argument(help="a spine-seg run folder or a .pt weight file (default: --model)")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="folder with images/ and masks/ (synth, mri-seg-small or colour masks)"),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="'bundled' for the packaged segmenter when RUN_DIR is omitted")
+    ] = "bundled",
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default: RUN_DIR/evaluation or runs/evaluate-seg)")
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="bootstrap resamples (over patients) for the 95% CIs")
+    ] = 1000,
+) -> None:
+    """Per-class Dice, IoU, precision, recall, specificity, accuracy, HD95 and ASD with 95% CIs + report.html."""
+    from spinedx.evaluation.seg_study import evaluate_segmenter
+
+    if data is None:
+        raise InputError("--data: a folder with images/ and masks/ is required")
+    source = run_dir or model
+    default_out = (
+        Path(run_dir) / "evaluation" if run_dir and Path(run_dir).is_dir() else Path("runs/evaluate-seg")
+    )
+    outcome = evaluate_segmenter(source, data, out or default_out, n_resamples=bootstrap)
+    summary = {
+        name: {m: c[m]["estimate"] for m in ("dice", "iou", "hd95")}
+        for name, c in outcome.metrics["classes"].items()
+    }
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
+
+
 def main() -> None:
     try:
         app()

@@ -40,6 +40,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def has_weights(name: str) -> bool:
+    """Whether the manifest lists ``name`` (optional models are used only when present)."""
+    manifest_path = weights_dir() / "manifest.json"
+    return manifest_path.is_file() and name in json.loads(manifest_path.read_text())
+
+
 def resolve_weights(name: str) -> WeightsEntry:
     """The verified weight file registered as ``name``."""
     folder = weights_dir()

@@ -1,5 +1,9 @@
 """``spinedx analyze``: inputs → ``OUT/<input-stem>/{findings.json, overlay.png, report.html}``.
 
+With a spine segmenter (bundled when registered) the folder also holds the label map as
+``masks.png`` (pixel values = classes of ``labels.json``), plus ``masks.nii.gz`` for volume inputs;
+findings.json names them under ``masks``, ``mask_labels`` and ``mask_nifti`` (paths relative to it).
+
 The task comes from ``--task`` or, for DICOM inputs, from the Modality tag (MR → mri-discs).
 A plain image without ``--task`` is an error naming the file. One bad input is reported and
 the batch goes on.
@@ -12,9 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_bytes
 from spinedx.io.findings import Findings, write_findings
+from spinedx.io.masks import write_label_nifti, write_label_png, write_label_table
 from spinedx.io.volumes import SagittalSlice, read_sagittal
 from spinedx.pipelines.mri_discs.pipeline import TASK as MRI_DISCS
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
@@ -63,9 +70,12 @@ def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
             resolve_task(image, task)
             pipeline = pipeline or MriDiscPipeline.bundled()
             stem = input_stem(path)
-            findings = pipeline.analyze(image, stem)
+            label_map = pipeline.segment(image) if float(np.ptp(image.pixels)) > 0.0 else None
+            findings = pipeline.analyze(image, stem, label_map)
             target = Path(out_dir) / stem
             target.mkdir(parents=True, exist_ok=True)
+            if label_map is not None:
+                _write_masks(findings, label_map, image, target)
             buffer = io.BytesIO()
             render_overlay(image.pixels, findings.discs).save(buffer, format="PNG")
             atomic_write_bytes(target / "overlay.png", buffer.getvalue())
@@ -74,3 +84,13 @@ def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
             yield AnalyzedInput(path, findings, target)
         except InputError as exc:
             yield AnalyzedInput(path, error=str(exc))
+
+
+def _write_masks(findings: Findings, label_map: np.ndarray, image: SagittalSlice, target: Path) -> None:
+    write_label_png(target / "masks.png", label_map)
+    write_label_table(target / "labels.json")
+    findings.masks = "masks.png"
+    findings.mask_labels = "labels.json"
+    if image.n_slices is not None:
+        write_label_nifti(target / "masks.nii.gz", label_map, image.pixel_spacing_mm)
+        findings.mask_nifti = "masks.nii.gz"

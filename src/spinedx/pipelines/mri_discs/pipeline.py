@@ -1,4 +1,9 @@
-"""Sagittal MRI → findings: localise discs → label levels → grade each disc → measure."""
+"""Sagittal MRI → findings: localise discs → label levels → grade each disc → measure.
+
+With a segmenter, each disc's measurements also carry posterior_extent_mm, canal_ap_mm and
+disc_area_mm2 from the label map (:mod:`~spinedx.pipelines.mri_discs.measure_seg`; in px / px²
+when the pixel spacing is unknown, as ``unit`` says).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,13 @@ import numpy as np
 import spinedx
 from spinedx.io.findings import Disc, DiscGrades, DiscMeasurements, Findings, InputInfo, ModelInfo
 from spinedx.io.volumes import SagittalSlice
-from spinedx.models.registry import resolve_weights
+from spinedx.models.registry import has_weights, resolve_weights
 from spinedx.pipelines.mri_discs.grade import DiscGrader
 from spinedx.pipelines.mri_discs.localize import DiscLocalizer
 from spinedx.pipelines.mri_discs.measure import disc_heights
+from spinedx.pipelines.mri_discs.measure_seg import measure_disc
+from spinedx.pipelines.mri_discs.segment import REGISTRY_NAME as SEGMENTER_NAME
+from spinedx.pipelines.mri_discs.segment import SpineSegmenter
 
 TASK = "mri-discs"
 MODEL_NAME = "spinedx-mri-discs"
@@ -26,6 +34,7 @@ class MriDiscPipeline:
     localizer: DiscLocalizer
     grader: DiscGrader
     version: str
+    segmenter: SpineSegmenter | None = None
 
     @classmethod
     def bundled(cls) -> MriDiscPipeline:
@@ -33,10 +42,26 @@ class MriDiscPipeline:
         localizer_weights = resolve_weights("disc_localizer")
         grader_weights = resolve_weights("disc_grader")
         version = f"{spinedx.__version__}+loc.{localizer_weights.version}.grade.{grader_weights.version}"
-        return cls(DiscLocalizer.load(localizer_weights.path), DiscGrader.load(grader_weights.path), version)
+        segmenter = None
+        if has_weights(SEGMENTER_NAME):
+            segmenter = SpineSegmenter.bundled()
+            version += f".seg.{segmenter.version}"
+        return cls(
+            DiscLocalizer.load(localizer_weights.path),
+            DiscGrader.load(grader_weights.path),
+            version,
+            segmenter,
+        )
 
-    def analyze(self, image: SagittalSlice, image_id: str) -> Findings:
+    def segment(self, image: SagittalSlice) -> np.ndarray | None:
+        """The label map of ``image``, or None without a segmenter."""
+        return None if self.segmenter is None else self.segmenter.segment(image)
+
+    def analyze(self, image: SagittalSlice, image_id: str, label_map: np.ndarray | None = None) -> Findings:
+        """Findings of ``image``; ``label_map`` when it is already segmented (see :meth:`segment`)."""
         started = time.perf_counter()
+        if label_map is None and float(np.ptp(image.pixels)) > 0.0:
+            label_map = self.segment(image)
         pixels = image.pixels
         warnings = list(image.warnings)
         discs: list[Disc] = []
@@ -65,6 +90,7 @@ class MriDiscPipeline:
                             height_ratio=None
                             if height.height_ratio is None
                             else round(height.height_ratio, 3),
+                            **_segmentation_measurements(label_map, detection.box, image.pixel_spacing_mm),
                         ),
                     )
                     for detection, grade, height in zip(detections, grades, heights, strict=True)
@@ -86,3 +112,20 @@ class MriDiscPipeline:
             warnings=warnings,
             timing_s={"total": round(time.perf_counter() - started, 4)},
         )
+
+
+def _segmentation_measurements(label_map: np.ndarray | None, box, pixel_spacing_mm) -> dict:
+    """The label-map measurements of one disc as findings keys; none without a label map."""
+    if label_map is None:
+        return {}
+    measured = measure_disc(label_map, tuple(box), pixel_spacing_mm)
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    return {
+        "posterior_extent_mm": rounded(measured.posterior_extent),
+        "canal_ap_mm": rounded(measured.canal_ap),
+        "disc_area_mm2": rounded(measured.disc_area),
+        "unit": measured.unit,
+    }

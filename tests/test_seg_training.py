@@ -1,0 +1,84 @@
+"""A tiny spine-seg training run on synthetic data via the CLI, evaluate-seg on it, and the
+partial-label loss."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from spinedx.cli import app
+from spinedx.io.masks import BACKGROUND, CANAL, DISC, IGNORE, VERTEBRA
+from spinedx.training.spine_seg import PartialLabelLoss
+from test_cli_bad_input import assert_clean_error, spinedx
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run with 2 synthetic patients, 64 px inputs, 2 epochs (CV is skipped: no real sources)."""
+    folder = tmp_path_factory.mktemp("seg")
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(
+        "task: spine-seg\nname: tiny\nversion: test\nsynthetic_patients: 2\nsynthetic_test_patients: 1\n"
+        "synthetic_size: 64\nimage_size: 64\nchannels: [4, 8, 16]\nnum_res_units: 0\nepochs: 2\n"
+        "batch_size: 4\nbootstrap_resamples: 20\n"
+    )
+    result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(folder / "run")])
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def test_tiny_training_writes_model_and_synthetic_scores(tiny_run):
+    assert (tiny_run / "spine_segmenter.pt").stat().st_size < 200_000
+    metrics = json.loads((tiny_run / "synthetic_test" / "metrics.json").read_text())
+    assert set(metrics["classes"]) == {"vertebra", "disc", "spinal_canal"}
+    assert metrics["distance_unit"] == "mm"
+    assert 0.0 <= metrics["classes"]["disc"]["dice"]["estimate"] <= 1.0
+
+
+def test_evaluate_seg_cli_on_a_run(tiny_run, tmp_path):
+    data = tiny_run / "synth-test"
+    result = CliRunner().invoke(app, ["evaluate-seg", str(tiny_run), "--data", str(data), "--out", str(tmp_path),
+                                      "--bootstrap", "20"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_images"] == 2 and "hd95" in metrics["classes"]["spinal_canal"]
+    html = (tmp_path / "report.html").read_text()
+    assert "worst" in html and "data:image/png;base64" in html and "http" not in html.split("<body>")[1]
+
+
+def test_bad_recipe_value_is_an_input_error(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: spine-seg\nloss: focal\n")
+    assert_clean_error(spinedx("train", recipe, "--out", tmp_path / "run"), "bad.yaml: field 'loss'")
+
+
+def _logits(favoured: int, strength: float = 6.0) -> torch.Tensor:
+    logits = torch.zeros(1, 4, 2, 2)
+    logits[:, favoured] = strength
+    return logits
+
+
+def test_unlabelled_class_is_not_penalised_on_background_pixels():
+    loss = PartialLabelLoss("ce")
+    background = torch.full((1, 2, 2), BACKGROUND)
+    canal_unlabelled = torch.tensor([[True, True, True, False]])
+    all_labelled = torch.ones(1, 4, dtype=torch.bool)
+    # Predicting canal where the mask says background costs nothing when canal is not labelled...
+    assert loss(_logits(CANAL), background, canal_unlabelled) < 0.02
+    # ...but is penalised when the mask labels canal, and predicting disc is penalised either way.
+    assert loss(_logits(CANAL), background, all_labelled) > 5.0
+    assert loss(_logits(DISC), background, canal_unlabelled) > 5.0
+
+
+def test_dice_terms_only_for_labelled_classes_and_ignore_pixels_skipped():
+    loss = PartialLabelLoss("dice")
+    target = torch.tensor([[[VERTEBRA, VERTEBRA], [BACKGROUND, IGNORE]]])
+    only_vertebra = torch.tensor([[True, True, False, False]])
+    logits = torch.full((1, 4, 2, 2), -8.0)
+    logits[0, VERTEBRA, 0, :] = 8.0
+    logits[0, BACKGROUND, 1, 0] = 8.0
+    logits[0, CANAL, 1, 1] = 8.0  # an ignored pixel: whatever is predicted there is free
+    assert loss(logits, target, only_vertebra) < 0.01
+    combined = PartialLabelLoss("dice_ce")(logits, target, only_vertebra)
+    assert combined < 0.02
