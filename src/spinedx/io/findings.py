@@ -3,6 +3,12 @@
 The report, the viewer, the evaluation and any export read it. Extend it by adding keys, never
 by renaming. Boxes are (xmin, ymin, xmax, ymax) in pixels of the analysed image (for volumes,
 of the chosen slice as laid out cranial-up / anterior-left).
+
+Keys added with the spine segmenter (issue 4; present only when a segmenter ran): per disc,
+``measurements`` gains ``posterior_extent_mm``, ``canal_ap_mm``, ``disc_area_mm2`` and ``unit``
+("mm", or "px" when the pixel spacing is unknown: the three values are then px / px²); the
+findings gain ``masks`` (label-map PNG), ``mask_labels`` (its ``labels.json``) and, for volume
+inputs, ``mask_nifti``, each a path relative to findings.json.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""Latency of the spine segmenter on one 384×384 sagittal slice (torch eager, CPU).
+
+    python benchmarks/seg_latency.py [--threads 2] [--images 20] [--rounds 3] [--model bundled]
+        [--data ../shared/data/spider-sagittal]
+
+Each slice is resized to 384×384 and segmented into a label map of that size (normalise,
+letterbox, U-Net, probabilities mapped back, arg-max), after one warm-up call. Prints the median
+and 90th percentile over all slices and rounds, the thread count and the weight file size.
+Without --data (or when the folder is absent) synthetic slices from `spinedx synth mri` are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from spinedx.evaluation.seg_study import resolve_segmenter_weights
+from spinedx.pipelines.mri_discs.segment import SpineSegmenter
+from spinedx.synth.mri import generate_mri_dataset
+
+SIZE = 384
+
+
+def _slices(data: Path | None, n: int) -> list[np.ndarray]:
+    if data is None or not (data / "images").is_dir():
+        data = generate_mri_dataset(
+            Path(tempfile.mkdtemp()) / "mri", n_patients=(n + 1) // 2, image_size=(SIZE, SIZE)
+        )
+    paths = sorted((data / "images").glob("*.png"))[:n]
+    return [
+        np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE)), dtype=np.float32) / 255.0 for p in paths
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default="bundled", help="'bundled', a run folder or a .pt file")
+    parser.add_argument("--data", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    weights = resolve_segmenter_weights(args.model)
+    segmenter = SpineSegmenter.load(weights)
+    slices = _slices(args.data, args.images)
+    segmenter.segment(slices[0])  # warm-up: first-call allocations
+    seconds = []
+    for _ in range(args.rounds):
+        for pixels in slices:
+            started = time.perf_counter()
+            segmenter.segment(pixels)
+            seconds.append(time.perf_counter() - started)
+    p90 = float(np.percentile(seconds, 90))
+    print(
+        f"spine segmenter, {SIZE}x{SIZE}, {args.threads} thread(s), {len(seconds)} runs: "
+        f"median {statistics.median(seconds):.3f} s, p90 {p90:.3f} s; weights {weights.stat().st_size / 1e6:.2f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
