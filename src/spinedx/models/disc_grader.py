@@ -277,7 +277,7 @@ class DiscGraderNet(nn.Module):
         """Standardised region descriptors of ``(N, C, S, S)`` views (``(N, 0)`` when disabled)."""
         if not self.use_descriptors:
             return images.new_zeros((images.shape[0], 0))
-        size = images.shape[-1]
+        size = int(images.shape[-1])  # a plain int also when traced for ONNX export
         if size not in self._masks:
             self._masks[size] = region_masks(size, self.margin)
         raw = region_descriptors(images, self._masks[size].to(images.dtype))
