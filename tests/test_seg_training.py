@@ -82,3 +82,23 @@ def test_dice_terms_only_for_labelled_classes_and_ignore_pixels_skipped():
     assert loss(logits, target, only_vertebra) < 0.01
     combined = PartialLabelLoss("dice_ce")(logits, target, only_vertebra)
     assert combined < 0.02
+
+
+def test_background_far_from_the_spine_is_certain_only_for_partial_masks():
+    import numpy as np
+
+    from spinedx.data.seg_data import SegSample
+    from spinedx.training.spine_seg import CERTAIN_BACKGROUND, letterbox_sample
+
+    labels = np.zeros((64, 64), np.uint8)
+    labels[20:40, 10:20] = VERTEBRA
+    pixels = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    partial = SegSample("a", "s", "s/a", pixels, labels, (VERTEBRA,), None)
+    _, target, labelled = letterbox_sample(partial, 64, unlabelled_reach=0.25)
+    assert labelled.tolist() == [True, True, False, False]
+    assert target[30, 25] == BACKGROUND  # near the vertebra: may be disc or canal
+    assert target[30, 60] == CERTAIN_BACKGROUND and target[30, 15] == VERTEBRA
+    complete = SegSample("b", "s", "s/b", pixels, labels, (VERTEBRA, DISC, CANAL), None)
+    assert not (letterbox_sample(complete, 64)[1] == CERTAIN_BACKGROUND).any()
+    certain = torch.full((1, 2, 2), CERTAIN_BACKGROUND)
+    assert PartialLabelLoss("ce")(_logits(CANAL), certain, torch.tensor([[True, True, True, False]])) > 5.0

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
 
 from spinedx.data.seg_data import SegSample, load_seg_source, patient_folds
 from spinedx.io.atomic import atomic_write_text
@@ -48,6 +49,8 @@ TASK = "spine-seg"
 WEIGHTS_NAME = "spine_segmenter.pt"
 REGISTRY_NAME = "spine_segmenter"
 Loss = Literal["ce", "dice", "dice_ce"]
+CERTAIN_BACKGROUND = 254
+"""Training target value: background that is known even where the mask leaves classes unlabelled."""
 
 
 class SpineSegRecipe(BaseModel):
@@ -67,6 +70,12 @@ class SpineSegRecipe(BaseModel):
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     num_res_units: int = Field(2, ge=0)
     loss: Loss = "dice_ce"
+    unlabelled_reach: float = Field(
+        0.12,
+        gt=0.0,
+        le=1.0,
+        description="how far from labelled vertebra/disc an unlabelled class may be (x input side)",
+    )
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-3, gt=0.0)
@@ -93,7 +102,8 @@ class PartialLabelLoss(torch.nn.Module):
 
     ``forward(logits (B, C, H, W), targets (B, H, W) long, labelled (B, C) bool)``: ``labelled[b, c]``
     says whether image b's mask labels class c (background always). Targets equal to
-    :data:`~spinedx.io.masks.IGNORE` are not supervised.
+    :data:`~spinedx.io.masks.IGNORE` are not supervised; :data:`CERTAIN_BACKGROUND` is background
+    even where the mask leaves classes unlabelled (see :func:`letterbox_sample`).
     """
 
     def __init__(self, kind: Loss = "dice_ce") -> None:
@@ -105,12 +115,14 @@ class PartialLabelLoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
         valid = targets != IGNORE
-        clean = torch.where(valid, targets, 0)
+        certain = targets == CERTAIN_BACKGROUND
+        clean = torch.where(valid & ~certain, targets, 0)
         one_hot = F.one_hot(clean, logits.shape[1]).permute(0, 3, 1, 2).float()
         loss = logits.new_zeros(())
         if self.kind in ("ce", "dice_ce"):
             # Allowed classes per pixel: its label; for background also every class the mask does not label.
-            allowed = one_hot.bool() | ((clean == 0)[:, None] & ~labelled[:, :, None, None])
+            maybe = (clean == 0) & ~certain
+            allowed = one_hot.bool() | (maybe[:, None] & ~labelled[:, :, None, None])
             log_p = torch.log_softmax(logits, dim=1).masked_fill(~allowed, -torch.inf)
             nll = -torch.logsumexp(log_p, dim=1)
             loss = loss + nll[valid].mean() if valid.any() else loss
@@ -126,8 +138,16 @@ class PartialLabelLoss(torch.nn.Module):
 # --------------------------------------------------------------------------- data
 
 
-def letterbox_sample(sample: SegSample, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(image (1, S, S), target (S, S) long, labelled (C,) bool) of ``sample`` at network size."""
+def letterbox_sample(
+    sample: SegSample, size: int, unlabelled_reach: float = 0.12
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image (1, S, S), target (S, S) long, labelled (C,) bool) of ``sample`` at network size.
+
+    When the mask leaves classes unlabelled, background farther than ``unlabelled_reach`` x S from
+    any labelled vertebra or disc becomes :data:`CERTAIN_BACKGROUND`: the canal and the discs lie
+    next to the vertebrae, so far from them "background" is known. Without this, the marginal
+    loss would let the network paint canal anywhere on the real images.
+    """
     geometry = letterbox_geometry(*sample.pixels.shape, size)
     shape = (geometry.resized_h, geometry.resized_w)
     image = torch.from_numpy(normalize_intensity(sample.pixels))[None, None]
@@ -141,6 +161,14 @@ def letterbox_sample(sample: SegSample, size: int) -> tuple[torch.Tensor, torch.
     target[oy : oy + shape[0], ox : ox + shape[1]] = labels
     labelled = torch.zeros(N_CLASSES, dtype=torch.bool)
     labelled[[0, *sample.labelled]] = True
+    if not labelled.all():
+        foreground = ((target > 0) & (target != IGNORE)).numpy()
+        far = (
+            ndimage.distance_transform_edt(~foreground) > unlabelled_reach * size
+            if foreground.any()
+            else True
+        )
+        target[torch.from_numpy(np.asarray(far & (target == 0).numpy()))] = CERTAIN_BACKGROUND
     return padded_image, target, labelled
 
 
@@ -172,7 +200,7 @@ def fit(samples: list[SegSample], recipe: SpineSegRecipe, log: Callable[[str], N
     """Train a new segmenter on ``samples`` (AdamW, one-cycle learning rate)."""
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
-    prepared = [letterbox_sample(s, recipe.image_size) for s in samples]
+    prepared = [letterbox_sample(s, recipe.image_size, recipe.unlabelled_reach) for s in samples]
     images = torch.stack([p[0] for p in prepared])
     targets = torch.stack([p[1] for p in prepared])
     labelled = torch.stack([p[2] for p in prepared])
