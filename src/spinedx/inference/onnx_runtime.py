@@ -44,7 +44,7 @@ def export_onnx(
 ) -> Path:
     """Write ``module`` (eval mode) as ONNX with a dynamic first (batch) axis on every input."""
     batch = torch.export.Dim("batch", min=1, max=1024)
-    wrapped = _TupleOutputs(module.eval(), output_names)
+    wrapped = _TupleOutputs(module, output_names).eval()
     with torch.no_grad():
         # One eager call first: modules that cache shape-derived constants (the grader's region
         # masks) build them here, so the exported graph holds them as constants.

@@ -70,8 +70,7 @@ def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
             resolve_task(image, task)
             pipeline = pipeline or MriDiscPipeline.bundled()
             stem = input_stem(path)
-            label_map = pipeline.segment(image) if float(np.ptp(image.pixels)) > 0.0 else None
-            findings = pipeline.analyze(image, stem, label_map)
+            findings, label_map = pipeline.analyze_with_label_map(image, stem)
             target = Path(out_dir) / stem
             target.mkdir(parents=True, exist_ok=True)
             if label_map is not None:

@@ -1,5 +1,6 @@
 """``spinedx train configs/spider_discs.yaml``: the disc localiser and the disc grader, each
-cross-validated by patient, then trained on all data and registered as bundled weights."""
+cross-validated by patient, then trained on all data, and (when the recipe has one) the input
+check; all registered as bundled weights with ``--bundle``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from spinedx.errors import InputError
 from spinedx.models.registry import register_weights
 from spinedx.training.disc_grader import GraderConfig, cross_validate_grader, train_grader
 from spinedx.training.disc_localizer import LocalizerConfig, cross_validate_localizer, train_localizer
+from spinedx.training.input_check import InputCheckConfig, train_input_check
 
 TASK = "mri-discs"
 
@@ -23,6 +25,7 @@ class MriDiscsRecipe(BaseModel):
     version: str
     localizer: LocalizerConfig = LocalizerConfig()
     grader: GraderConfig = GraderConfig()
+    input_check: InputCheckConfig | None = None
 
 
 def parse_recipe(raw: dict, source: str) -> MriDiscsRecipe:
@@ -46,9 +49,12 @@ def train_mri_discs(
     grader_path = train_grader(
         recipe.grader, run_dir / "grader" / "disc_grader.pt", cv_dir=run_dir / "grader_cv"
     )
+    trained = {"disc_localizer": localizer_path, "disc_grader": grader_path}
+    if recipe.input_check is not None:
+        trained["input_check"] = train_input_check(recipe.input_check, run_dir / "input_check")
     if register_into is not None:
-        for name, path in (("disc_localizer", localizer_path), ("disc_grader", grader_path)):
+        for name, path in trained.items():
             target = Path(register_into) / path.name
             target.write_bytes(path.read_bytes())
             register_weights(name, target, recipe.version, Path(register_into))
-    return {"disc_localizer": localizer_path, "disc_grader": grader_path}
+    return trained

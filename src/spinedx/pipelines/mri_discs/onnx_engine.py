@@ -1,8 +1,10 @@
-"""The MRI disc pipeline with both networks run by ONNX Runtime (same pre- and post-processing)."""
+"""The MRI disc pipeline with its localiser and grader networks run by ONNX Runtime (same pre- and
+post-processing; other stages, such as the segmenter, stay as they are)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -41,4 +43,6 @@ def onnx_runtime_pipeline(
         ["binary", "pfirrmann", "modic"],
     )
     grader.model = OnnxRuntimeModule(grader_path, threads)
-    return MriDiscPipeline(localizer, grader, f"{pipeline.version}+onnxruntime")
+    return dataclasses.replace(
+        pipeline, localizer=localizer, grader=grader, version=f"{pipeline.version}+onnxruntime"
+    )

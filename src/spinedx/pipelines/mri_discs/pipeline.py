@@ -1,4 +1,7 @@
-"""Sagittal MRI → findings: localise discs → label levels → grade each disc → measure.
+"""Sagittal MRI → findings: check the input → localise discs → label levels → grade each disc → measure.
+
+With an input check, findings.json gains ``input_check`` (class probabilities) and its warnings;
+a slice that is very probably no spine MR image is not analysed further.
 
 With a segmenter, each disc's measurements also carry posterior_extent_mm, canal_ap_mm and
 disc_area_mm2 from the label map (:mod:`~spinedx.pipelines.mri_discs.measure_seg`; in px / px²
@@ -17,6 +20,8 @@ from spinedx.io.findings import Disc, DiscGrades, DiscMeasurements, Findings, In
 from spinedx.io.volumes import SagittalSlice
 from spinedx.models.registry import has_weights, resolve_weights
 from spinedx.pipelines.mri_discs.grade import DiscGrader
+from spinedx.pipelines.mri_discs.input_check import REGISTRY_NAME as INPUT_CHECK_NAME
+from spinedx.pipelines.mri_discs.input_check import InputCheck
 from spinedx.pipelines.mri_discs.localize import DiscLocalizer
 from spinedx.pipelines.mri_discs.measure import disc_heights
 from spinedx.pipelines.mri_discs.measure_seg import measure_disc
@@ -35,6 +40,7 @@ class MriDiscPipeline:
     grader: DiscGrader
     version: str
     segmenter: SpineSegmenter | None = None
+    input_check: InputCheck | None = None
 
     @classmethod
     def bundled(cls) -> MriDiscPipeline:
@@ -46,11 +52,16 @@ class MriDiscPipeline:
         if has_weights(SEGMENTER_NAME):
             segmenter = SpineSegmenter.bundled()
             version += f".seg.{segmenter.version}"
+        input_check = None
+        if has_weights(INPUT_CHECK_NAME):
+            input_check = InputCheck.bundled()
+            version += f".check.{resolve_weights(INPUT_CHECK_NAME).version}"
         return cls(
             DiscLocalizer.load(localizer_weights.path),
             DiscGrader.load(grader_weights.path),
             version,
             segmenter,
+            input_check,
         )
 
     def segment(self, image: SagittalSlice) -> np.ndarray | None:
@@ -59,15 +70,31 @@ class MriDiscPipeline:
 
     def analyze(self, image: SagittalSlice, image_id: str, label_map: np.ndarray | None = None) -> Findings:
         """Findings of ``image``; ``label_map`` when it is already segmented (see :meth:`segment`)."""
+        return self.analyze_with_label_map(image, image_id, label_map)[0]
+
+    def analyze_with_label_map(
+        self, image: SagittalSlice, image_id: str, label_map: np.ndarray | None = None
+    ) -> tuple[Findings, np.ndarray | None]:
+        """Findings and the label map they used (None without a segmenter or for a slice not analysed)."""
         started = time.perf_counter()
-        if label_map is None and float(np.ptp(image.pixels)) > 0.0:
-            label_map = self.segment(image)
         pixels = image.pixels
         warnings = list(image.warnings)
         discs: list[Disc] = []
-        if float(np.ptp(pixels)) == 0.0:
+        extra = {}
+        constant = float(np.ptp(pixels)) == 0.0
+        refused = False
+        if self.input_check is not None and not constant:
+            verdict = self.input_check.check(pixels)
+            warnings.extend(verdict.warnings)
+            extra["input_check"] = verdict.probabilities
+            refused = verdict.refuse
+        if constant or refused:
+            label_map = None
+        elif label_map is None:
+            label_map = self.segment(image)
+        if constant:
             warnings.append(CONSTANT_WARNING)
-        else:
+        elif not refused:
             detections, detection_warnings = self.localizer.detect(pixels)
             warnings.extend(detection_warnings)
             if not detections:
@@ -111,7 +138,8 @@ class MriDiscPipeline:
             discs=discs,
             warnings=warnings,
             timing_s={"total": round(time.perf_counter() - started, 4)},
-        )
+            **extra,
+        ), label_map
 
 
 def _segmentation_measurements(label_map: np.ndarray | None, box, pixel_spacing_mm) -> dict:
