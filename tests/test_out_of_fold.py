@@ -13,6 +13,7 @@ from spinedx.errors import InputError
 from spinedx.evaluation.out_of_fold import FINAL, OutOfFoldModels
 from spinedx.training.disc_grader import GraderConfig
 from spinedx.training.disc_localizer import LocalizerConfig
+from spinedx.training.input_check import InputCheckConfig
 from spinedx.training.mri_discs import MriDiscsRecipe, train_mri_discs
 
 
@@ -35,9 +36,15 @@ def tiny_cv_run(tmp_path_factory) -> tuple[Path, Path]:
             data_root=root, crop_size=40, epochs=1, folds=2, batch_size=16, pretrained="none", hidden=16,
             freeze_blocks=0, n_resamples=20, threads=1,
         ),
+        input_check=InputCheckConfig(
+            positives=[root], negatives=[], synthetic_mri_patients=0, synthetic_xray_images=0,
+            procedural_images=8, max_per_folder=8, image_size=64, folds=2,
+        ),
     )  # fmt: skip
     run = tmp_path_factory.mktemp("run")
-    train_mri_discs(recipe, run)
+    trained = train_mri_discs(recipe, run)
+    assert set(trained) == {"disc_localizer", "disc_grader", "input_check"}
+    assert all(path.is_file() for path in trained.values())
     return root, run
 
 
