@@ -54,7 +54,18 @@ def score_and_report(samples: list[SegSample], predictions: list[np.ndarray], ou
         image_metrics(p, s.labels, s.labelled, s.pixel_spacing_mm)
         for s, p in zip(samples, predictions, strict=True)
     ]
-    summary = summarize_images(per_image, [s.group for s in samples], n_resamples)
+    groups = [s.group for s in samples]
+    summary = summarize_images(per_image, groups, n_resamples)
+    sources = sorted({s.source for s in samples})
+    # Sources differ in what they label and how hard they are: each also gets its own figures.
+    by_source = {
+        source: summarize_images(
+            [e for e, s in zip(per_image, samples, strict=True) if s.source == source],
+            [g for g, s in zip(groups, samples, strict=True) if s.source == source],
+            n_resamples,
+        )
+        for source in sources
+    }
     images = [
         {
             "image_id": s.image_id,
@@ -70,9 +81,10 @@ def score_and_report(samples: list[SegSample], predictions: list[np.ndarray], ou
         "title": title,
         "n_images": len(samples),
         "n_patients": len({s.group for s in samples}),
-        "sources": sorted({s.source for s in samples}),
+        "sources": sources,
         "distance_unit": units[0] if len(units) == 1 else "mixed (mm where the spacing is known, else px)",
         "classes": summary,
+        "by_source": by_source,
         "images": images,
     }
     out_dir = Path(out_dir)
