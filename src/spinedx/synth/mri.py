@@ -35,6 +35,7 @@ from scipy.special import expit, logit, ndtr
 
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_path, atomic_write_text
+from spinedx.io.masks import SEG_LABELS
 from spinedx.io.spider import GRADE_COLUMNS, LEVEL_NAMES
 from spinedx.synth.geometry import Frame
 
@@ -66,7 +67,7 @@ DISC_COLUMNS: tuple[str, ...] = (
 )
 GRADING_COLUMNS: tuple[str, ...] = ("patient", "ivd_label", "level", *GRADE_COLUMNS)
 SPACING_COLUMNS: tuple[str, ...] = ("image_id", "row_mm", "col_mm")
-MASK_LABELS: dict[int, str] = {0: "background", 1: "vertebra", 2: "disc", 3: "spinal_canal"}
+MASK_LABELS: dict[int, str] = SEG_LABELS  # one class table for synthetic masks, training and analysis
 
 # --- grade model: prevalences measured on SPIDER gradings.csv (131 patients, 907 discs) ---------
 
