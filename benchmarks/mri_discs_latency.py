@@ -2,9 +2,10 @@
 
     python benchmarks/mri_discs_latency.py [--threads 2] [--images 20] [--rounds 3] [--data ../shared/data/spider-sagittal]
 
-Each slice is resized to 384×384, then localised, every disc graded and the overlay rendered, once
-per engine (the same pre- and post-processing; only the two networks run in torch eager or in ONNX
-Runtime sessions). Engines alternate round by round over the same slices so that both see the same
+Each slice is resized to 384×384 and analysed by the bundled pipeline (input check, segmentation,
+localisation, grading and measuring every disc) and the overlay rendered, once per engine (the same
+pre- and post-processing; the localiser, grader and segmenter networks run in torch eager or in ONNX
+Runtime sessions, the input check in torch for both). Engines alternate round by round over the same slices so that both see the same
 machine load; the median and 90th percentile per slice and the speed ratio are printed. Without
 --data (or when the folder is absent) synthetic slices from `spinedx synth mri` are used. ONNX
 Runtime needs ``pip install 'spinedx[onnx]'``.
@@ -20,26 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from sagittal_slices import sagittal_slices
 
 from spinedx.io.volumes import SagittalSlice
 from spinedx.pipelines.mri_discs.onnx_engine import onnx_runtime_pipeline
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.report.overlay import render_overlay
-from spinedx.synth.mri import generate_mri_dataset
 
 SIZE = 384
-
-
-def _slices(data: Path | None, n: int) -> list[np.ndarray]:
-    if data is None or not (data / "images").is_dir():
-        data = generate_mri_dataset(
-            Path(tempfile.mkdtemp()) / "mri", n_patients=(n + 1) // 2, image_size=(SIZE, SIZE)
-        )
-    paths = sorted((data / "images").glob("*.png"))[:n]
-    return [
-        np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE)), dtype=np.float32) / 255.0 for p in paths
-    ]
 
 
 def _time_slices(pipeline: MriDiscPipeline, slices: list[np.ndarray]) -> list[float]:
@@ -66,7 +55,7 @@ def main() -> None:
         "torch eager": eager,
         "ONNX Runtime": onnx_runtime_pipeline(eager, Path(tempfile.mkdtemp()), threads=args.threads),
     }
-    slices = _slices(args.data, args.images)
+    slices = sagittal_slices(args.data, args.images, SIZE)
     for pipeline in engines.values():  # warm-up
         _time_slices(pipeline, slices[:2])
     seconds: dict[str, list[float]] = {name: [] for name in engines}
@@ -74,7 +63,7 @@ def main() -> None:
         for name, pipeline in engines.items():
             seconds[name].extend(_time_slices(pipeline, slices))
     print(f"{len(slices)} slices of {SIZE}x{SIZE} x {args.rounds} rounds, {args.threads} threads "
-          "(localise, grade every disc, overlay; target: median <= 0.5 s)")  # fmt: skip
+          "(input check, segment, localise, grade and measure every disc, overlay; target: median <= 0.5 s)")  # fmt: skip
     print("| engine | median s | p90 s |\n| --- | --- | --- |")
     for name, values in seconds.items():
         print(f"| {name} | {statistics.median(values):.3f} | {statistics.quantiles(values, n=10)[-1]:.3f} |")

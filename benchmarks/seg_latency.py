@@ -13,30 +13,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from sagittal_slices import sagittal_slices
 
 from spinedx.evaluation.seg_study import resolve_segmenter_weights
 from spinedx.pipelines.mri_discs.segment import SpineSegmenter
-from spinedx.synth.mri import generate_mri_dataset
 
 SIZE = 384
-
-
-def _slices(data: Path | None, n: int) -> list[np.ndarray]:
-    if data is None or not (data / "images").is_dir():
-        data = generate_mri_dataset(
-            Path(tempfile.mkdtemp()) / "mri", n_patients=(n + 1) // 2, image_size=(SIZE, SIZE)
-        )
-    paths = sorted((data / "images").glob("*.png"))[:n]
-    return [
-        np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE)), dtype=np.float32) / 255.0 for p in paths
-    ]
 
 
 def main() -> None:
@@ -50,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     weights = resolve_segmenter_weights(args.model)
     segmenter = SpineSegmenter.load(weights)
-    slices = _slices(args.data, args.images)
+    slices = sagittal_slices(args.data, args.images, SIZE)
     segmenter.segment(slices[0])  # warm-up: first-call allocations
     seconds = []
     for _ in range(args.rounds):

@@ -20,6 +20,7 @@ def test_onnx_runtime_pipeline_matches_torch(tmp_path):
     eager = MriDiscPipeline.bundled()
     onnx = onnx_runtime_pipeline(eager, tmp_path / "onnx", threads=1)
     assert (tmp_path / "onnx" / "disc_grader.onnx").is_file()
+    assert (onnx.segmenter is None) == (eager.segmenter is None)
     expected, actual = eager.analyze(image, "case"), onnx.analyze(image, "case")
     assert len(expected.discs) == len(actual.discs) > 0
     assert actual.model.version.endswith("+onnxruntime")
@@ -33,3 +34,5 @@ def test_onnx_runtime_pipeline_matches_torch(tmp_path):
         np.testing.assert_allclose(
             got.grades.pfirrmann.probabilities, want.grades.pfirrmann.probabilities, atol=1e-3
         )
+        if want.measurements.disc_area_mm2 is not None:  # with the bundled segmenter
+            assert got.measurements.disc_area_mm2 == pytest.approx(want.measurements.disc_area_mm2, rel=0.02)

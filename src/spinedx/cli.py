@@ -100,6 +100,19 @@ def data_show(
     typer.echo(f"wrote {len(written)} images to {out}")
 
 
+def _bundled_model_trainer(task: str | None):
+    """(parse_recipe, train) of a recipe whose models can be bundled, or None for classifier recipes."""
+    if task == "mri-discs":
+        from spinedx.training.mri_discs import parse_recipe, train_mri_discs
+
+        return parse_recipe, train_mri_discs
+    if task == "spine-seg":
+        from spinedx.training.spine_seg import parse_recipe, train_spine_seg
+
+        return parse_recipe, train_spine_seg
+    return None
+
+
 @app.command()
 def train(
     config: Annotated[
@@ -118,24 +131,14 @@ def train(
     from spinedx.training.config import parse_config, read_recipe
 
     raw = read_recipe(config, overrides)
-    if raw.get("task") == "mri-discs":
+    bundled_task = _bundled_model_trainer(raw.get("task"))
+    if bundled_task is not None:
         from spinedx.models.registry import BUNDLED_DIR
-        from spinedx.training.mri_discs import parse_recipe, train_mri_discs
 
+        parse_recipe, train_recipe = bundled_task
         recipe = parse_recipe(raw, str(config))
-        paths = train_mri_discs(
+        paths = train_recipe(
             recipe, out or Path("runs") / recipe.name, register_into=BUNDLED_DIR if bundle else None
-        )
-        typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
-        return
-    if raw.get("task") == "spine-seg":
-        from spinedx.models.registry import BUNDLED_DIR
-        from spinedx.training.spine_seg import parse_recipe as parse_seg_recipe
-        from spinedx.training.spine_seg import train_spine_seg
-
-        seg_recipe = parse_seg_recipe(raw, str(config))
-        paths = train_spine_seg(
-            seg_recipe, out or Path("runs") / seg_recipe.name, register_into=BUNDLED_DIR if bundle else None
         )
         typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
         return

@@ -76,6 +76,8 @@ class OnnxRuntimeModule:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        # Spinning worker threads would compete with torch's own threads between calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [item.name for item in self.session.get_inputs()]
         self.output_names = [item.name for item in self.session.get_outputs()]

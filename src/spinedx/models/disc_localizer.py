@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinedx.models.unet import sagittal_unet
+
 INPUT_SIZE = 256
 """Side of the square network input, pixels."""
 N_CLASSES = 3
@@ -33,18 +35,7 @@ def build_disc_localizer(
     channels: Sequence[int] = DEFAULT_CHANNELS, num_res_units: int = 1, dropout: float = 0.0
 ) -> nn.Module:
     """The U-Net (MONAI ``UNet``, stride-2 levels): 1 input channel, :data:`N_CLASSES` logits."""
-    from monai.networks.nets import UNet
-
-    channels = tuple(int(c) for c in channels)
-    return UNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=N_CLASSES,
-        channels=channels,
-        strides=(2,) * (len(channels) - 1),
-        num_res_units=int(num_res_units),
-        dropout=float(dropout),
-    )
+    return sagittal_unet(N_CLASSES, channels, num_res_units, dropout)
 
 
 def normalize_intensity(pixels: np.ndarray) -> np.ndarray:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from spinedx.errors import InputError
 from spinedx.models.registry import register_weights
+from spinedx.training.config import validate_recipe
 from spinedx.training.disc_grader import GraderConfig, cross_validate_grader, train_grader
 from spinedx.training.disc_localizer import LocalizerConfig, cross_validate_localizer, train_localizer
 from spinedx.training.input_check import InputCheckConfig, train_input_check
@@ -29,12 +29,7 @@ class MriDiscsRecipe(BaseModel):
 
 
 def parse_recipe(raw: dict, source: str) -> MriDiscsRecipe:
-    try:
-        return MriDiscsRecipe.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"{source}: field '{field}': {first['msg']}") from exc
+    return validate_recipe(MriDiscsRecipe, raw, source)
 
 
 def train_mri_discs(

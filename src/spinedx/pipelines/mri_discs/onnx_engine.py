@@ -1,5 +1,8 @@
-"""The MRI disc pipeline with its localiser and grader networks run by ONNX Runtime (same pre- and
-post-processing; other stages, such as the segmenter, stay as they are)."""
+"""The MRI disc pipeline with its networks run by ONNX Runtime (same pre- and post-processing).
+
+The localiser, the grader and, when present, the spine segmenter run in ONNX Runtime sessions;
+the input check (frozen feature extractor + linear head) stays in torch.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +18,30 @@ from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 EXAMPLE_BATCH = 2  # not 1: the exporter would fix a batch axis it sees as 1
 
 
+def _image_network_on_onnx_runtime(stage, side: int, path: Path, threads: int | None):
+    """A copy of ``stage`` whose ``model`` (one grey image in, logits out) runs in ONNX Runtime."""
+    stage = copy.copy(stage)
+    export_onnx(stage.model, [torch.zeros(EXAMPLE_BATCH, 1, side, side)], path, ["image"], ["logits"])
+    stage.model = OnnxRuntimeModule(path, threads)
+    return stage
+
+
 def onnx_runtime_pipeline(
     pipeline: MriDiscPipeline, work_dir: Path, threads: int | None = None
 ) -> MriDiscPipeline:
-    """A copy of ``pipeline`` whose localiser and grader networks run in ONNX Runtime sessions.
-
-    The networks are exported to ``work_dir`` (``disc_localizer.onnx``, ``disc_grader.onnx``).
-    """
+    """A copy of ``pipeline`` whose networks run in ONNX Runtime sessions, exported to ``work_dir``
+    (``disc_localizer.onnx``, ``disc_grader.onnx``, ``spine_segmenter.onnx``)."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    localizer, grader = copy.copy(pipeline.localizer), copy.copy(pipeline.grader)
-    side = localizer.settings.input_size
-    localizer_path = export_onnx(
-        localizer.model,
-        [torch.zeros(EXAMPLE_BATCH, 1, side, side)],
-        work_dir / "disc_localizer.onnx",
-        ["image"],
-        ["logits"],
+    localizer = _image_network_on_onnx_runtime(
+        pipeline.localizer, pipeline.localizer.settings.input_size, work_dir / "disc_localizer.onnx", threads
     )
-    localizer.model = OnnxRuntimeModule(localizer_path, threads)
+    segmenter = pipeline.segmenter
+    if segmenter is not None:
+        segmenter = _image_network_on_onnx_runtime(
+            segmenter, segmenter.input_size, work_dir / "spine_segmenter.onnx", threads
+        )
+    grader = copy.copy(pipeline.grader)
     crop = grader.crop_size
     grader_path = export_onnx(
         grader.model,
@@ -44,5 +52,9 @@ def onnx_runtime_pipeline(
     )
     grader.model = OnnxRuntimeModule(grader_path, threads)
     return dataclasses.replace(
-        pipeline, localizer=localizer, grader=grader, version=f"{pipeline.version}+onnxruntime"
+        pipeline,
+        localizer=localizer,
+        grader=grader,
+        segmenter=segmenter,
+        version=f"{pipeline.version}+onnxruntime",
     )
