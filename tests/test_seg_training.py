@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from spinedx.cli import app
+from spinedx.errors import InputError
 from spinedx.io.masks import BACKGROUND, CANAL, DISC, IGNORE, VERTEBRA
 from spinedx.training.spine_seg import PartialLabelLoss
 from test_cli_bad_input import assert_clean_error, spinedx
@@ -102,3 +103,31 @@ def test_background_far_from_the_spine_is_certain_only_for_partial_masks():
     assert not (letterbox_sample(complete, 64)[1] == CERTAIN_BACKGROUND).any()
     certain = torch.full((1, 2, 2), CERTAIN_BACKGROUND)
     assert PartialLabelLoss("ce")(_logits(CANAL), certain, torch.tensor([[True, True, True, False]])) > 5.0
+
+
+def test_killed_training_resumes_after_its_last_epoch(tiny_run, tmp_path, monkeypatch):
+    from spinedx.data.seg_data import load_seg_source
+    from spinedx.training import spine_seg
+    from spinedx.training.checkpoints import load_checkpoint
+
+    recipe = spine_seg.parse_recipe(json.loads((tiny_run / "recipe.json").read_text()), "recipe.json")
+    recipe = recipe.model_copy(update={"epochs": 3})
+    samples = load_seg_source(tiny_run / "synth-test")
+    real_save = spine_seg.save_checkpoint
+    saved = []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        saved.append(state["epoch"])
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(spine_seg, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        spine_seg.fit(samples, recipe, lambda _: None, tmp_path)
+    lines = []
+    spine_seg.fit(samples, recipe, lines.append, tmp_path)
+    assert saved == [1, 2, 3] and "resuming after epoch 2" in lines
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    with pytest.raises(InputError, match="another recipe"):
+        spine_seg.fit(samples, recipe.model_copy(update={"epochs": 5}), lambda _: None, tmp_path)

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from spinedx.data.seg_data import SegSample, load_seg_source, patient_folds
+from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.masks import IGNORE
 from spinedx.models.disc_localizer import letterbox_geometry, normalize_intensity
@@ -43,6 +44,7 @@ from spinedx.models.spine_segmenter import (
     save_segmenter,
     segment_pixels,
 )
+from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
 from spinedx.training.config import validate_recipe
 
 TASK = "spine-seg"
@@ -196,8 +198,14 @@ def augment(images: torch.Tensor, targets: torch.Tensor, recipe: SpineSegRecipe,
     return images + noise, targets
 
 
-def fit(samples: list[SegSample], recipe: SpineSegRecipe, log: Callable[[str], None]) -> torch.nn.Module:
-    """Train a new segmenter on ``samples`` (AdamW, one-cycle learning rate)."""
+def fit(
+    samples: list[SegSample], recipe: SpineSegRecipe, log: Callable[[str], None], work_dir: Path
+) -> torch.nn.Module:
+    """Train a new segmenter on ``samples`` (AdamW, one-cycle learning rate).
+
+    Every epoch ends with ``work_dir/last.pt`` (written atomically); a killed run called again with
+    the same recipe and samples resumes after its last finished epoch.
+    """
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
     prepared = [letterbox_sample(s, recipe.image_size, recipe.unlabelled_reach) for s in samples]
@@ -210,8 +218,20 @@ def fit(samples: list[SegSample], recipe: SpineSegRecipe, log: Callable[[str], N
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=steps * recipe.epochs)
     loss_fn = PartialLabelLoss(recipe.loss)
     started = time.perf_counter()
+    identity = {"recipe": recipe.model_dump(mode="json"), "n_samples": len(samples)}
+    last = Path(work_dir) / LAST
+    first_epoch = 0
+    if last.is_file():
+        state = load_checkpoint(last)
+        if state["identity"] != json.loads(json.dumps(identity, default=str)):
+            raise InputError(f"{last}: from another recipe or other data; remove {work_dir} to start afresh")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        first_epoch = int(state["epoch"])
+        log(f"resuming after epoch {first_epoch}")
     model.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(first_epoch, recipe.epochs):
         gen = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
         order = torch.randperm(len(samples), generator=gen)
         losses = []
@@ -224,6 +244,16 @@ def fit(samples: list[SegSample], recipe: SpineSegRecipe, log: Callable[[str], N
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
+        save_checkpoint(
+            last,
+            {
+                "identity": json.loads(json.dumps(identity, default=str)),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+            },
+        )
         if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == recipe.epochs:
             elapsed = time.perf_counter() - started
             log(f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f} ({elapsed:.0f} s)")
@@ -283,7 +313,7 @@ def cross_validate(recipe: SpineSegRecipe, run_dir: Path, log: Callable[[str], N
         else:
             train = [s for s, f in zip(samples, folds, strict=True) if f != k] + synthetic
             log(f"fold {k}: training on {len(train)} images ({len(synthetic)} synthetic)")
-            model = fit(train, recipe, lambda line, k=k: log(f"fold {k}: {line}"))
+            model = fit(train, recipe, lambda line, k=k: log(f"fold {k}: {line}"), weights.parent)
             save_segmenter(weights, model, _settings(recipe), {"fold": k})
         for i in np.flatnonzero(folds == k):
             predictions[i] = segment_pixels(model, samples[i].pixels, recipe.image_size)
@@ -302,7 +332,9 @@ def train_final(recipe: SpineSegRecipe, run_dir: Path, log: Callable[[str], None
     weights = run_dir / WEIGHTS_NAME
     synthetic = _synthetic(recipe, run_dir / "synth-train", recipe.synthetic_patients, recipe.seed + 1)
     if not weights.is_file():
-        model = fit(real_samples(recipe) + synthetic, recipe, lambda line: log(f"final: {line}"))
+        model = fit(
+            real_samples(recipe) + synthetic, recipe, lambda line: log(f"final: {line}"), run_dir / "final"
+        )
         save_segmenter(weights, model, _settings(recipe), {"recipe": recipe.model_dump(mode="json")})
     test = _synthetic(recipe, run_dir / "synth-test", recipe.synthetic_test_patients, recipe.seed + 1000)
     if test:
