@@ -104,3 +104,17 @@ def test_bundled_check_accepts_spider_slices_and_refuses_radiographs():
     assert all(check.check(read_sagittal(path).pixels).refuse for path in xray)
     turned = check.check(np.rot90(read_sagittal(spider[0]).pixels).copy())
     assert "rotated or mirrored" in turned.warnings[0]
+
+
+def test_load_rejects_other_and_damaged_files(tiny_check, tmp_path):
+    from spinedx.errors import InputError
+    from spinedx.training.checkpoints import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tiny_check[0])
+    save_checkpoint(tmp_path / "other.pt", {"format": "something else"})
+    with pytest.raises(InputError, match="not an input-check file"):
+        InputCheck.load(tmp_path / "other.pt")
+    del state["head"]
+    save_checkpoint(tmp_path / "damaged.pt", state)
+    with pytest.raises(InputError, match="damaged input-check file"):
+        InputCheck.load(tmp_path / "damaged.pt")

@@ -43,12 +43,15 @@ class InputCheck:
         state = load_checkpoint(path)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise InputError(f"{path}: not an input-check file (expected format '{FORMAT}')")
-        if tuple(state["classes"]) != INPUT_CLASSES:
-            raise InputError(f"{path}: classes {state['classes']} differ from {list(INPUT_CLASSES)}")
-        features = SliceFeatures(int(state["image_size"]))
-        head = InputCheckHead(features.width)
-        head.load_state_dict(state["head"])
-        return cls(features, head, float(state["refuse_threshold"]))
+        try:
+            if tuple(state["classes"]) != INPUT_CLASSES:
+                raise InputError(f"{path}: classes {state['classes']} differ from {list(INPUT_CLASSES)}")
+            features = SliceFeatures(int(state["image_size"]))
+            head = InputCheckHead(features.width)
+            head.load_state_dict(state["head"])
+            return cls(features, head, float(state["refuse_threshold"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{path}: damaged input-check file ({exc.__class__.__name__}: {exc})") from exc
 
     @classmethod
     def bundled(cls) -> InputCheck:
