@@ -68,12 +68,11 @@ class MriDiscPipeline:
         """The label map of ``image``, or None without a segmenter."""
         return None if self.segmenter is None else self.segmenter.segment(image)
 
-    def analyze(self, image: SagittalSlice, image_id: str, label_map: np.ndarray | None = None) -> Findings:
-        """Findings of ``image``; ``label_map`` when it is already segmented (see :meth:`segment`)."""
-        return self.analyze_with_label_map(image, image_id, label_map)[0]
+    def analyze(self, image: SagittalSlice, image_id: str) -> Findings:
+        return self.analyze_with_label_map(image, image_id)[0]
 
     def analyze_with_label_map(
-        self, image: SagittalSlice, image_id: str, label_map: np.ndarray | None = None
+        self, image: SagittalSlice, image_id: str
     ) -> tuple[Findings, np.ndarray | None]:
         """Findings and the label map they used (None without a segmenter or for a slice not analysed)."""
         started = time.perf_counter()
@@ -88,10 +87,7 @@ class MriDiscPipeline:
             warnings.extend(verdict.warnings)
             extra["input_check"] = verdict.probabilities
             refused = verdict.refuse
-        if constant or refused:
-            label_map = None
-        elif label_map is None:
-            label_map = self.segment(image)
+        label_map = None if constant or refused else self.segment(image)
         if constant:
             warnings.append(CONSTANT_WARNING)
         elif not refused:
