@@ -23,6 +23,7 @@ from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_path
 from spinedx.io.masks import SEG_LABELS
 from spinedx.models.disc_localizer import letterbox
+from spinedx.models.precision import full_precision, half_precision
 from spinedx.models.unet import sagittal_unet
 
 N_CLASSES = len(SEG_LABELS)
@@ -54,9 +55,7 @@ def segment_pixels(model: nn.Module, pixels: np.ndarray, input_size: int) -> np.
 
 def save_segmenter(path: Path, model: nn.Module, settings: dict, meta: dict | None = None) -> Path:
     """``settings``: ``channels``, ``num_res_units``, ``input_size``."""
-    state = {
-        key: value.half() if value.is_floating_point() else value for key, value in model.state_dict().items()
-    }
+    state = half_precision(model.state_dict())
     with atomic_path(path) as temporary:
         torch.save(
             {"state_dict": state, "settings": settings, "labels": SEG_LABELS, "meta": meta or {}}, temporary
@@ -71,7 +70,7 @@ def load_segmenter(path: Path) -> tuple[nn.Module, dict]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         settings = payload["settings"]
         model = build_spine_segmenter(settings["channels"], settings["num_res_units"])
-        model.load_state_dict({key: value.float() for key, value in payload["state_dict"].items()})
+        model.load_state_dict(full_precision(payload["state_dict"]))
     except FileNotFoundError as exc:
         raise InputError(f"{path}: segmenter weights not found") from exc
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:

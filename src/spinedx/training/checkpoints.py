@@ -46,3 +46,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+
+
+def load_model_file(path: Path, file_format: str, kind: str) -> dict[str, Any]:
+    """A model file whose ``format`` key is ``file_format``; else "not <kind> file" (InputError)."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != file_format:
+        raise InputError(f"{path}: not {kind} file (expected format '{file_format}')")
+    return state

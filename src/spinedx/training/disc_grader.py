@@ -77,6 +77,7 @@ from spinedx.models.disc_grader import (
     pfirrmann_probabilities,
     view_crops,
 )
+from spinedx.models.precision import half_precision
 from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -926,7 +927,7 @@ def train_grader(
 
 def _save_grader(path: Path, config: GraderConfig, state_dict: dict, calibration: dict, meta: dict) -> Path:
     """The file :meth:`spinedx.pipelines.mri_discs.grade.DiscGrader.load` reads (weights in float16)."""
-    weights = {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in state_dict.items()}
+    weights = half_precision(state_dict)
     payload = {
         "format": FORMAT,
         "model": {

@@ -32,7 +32,8 @@ from spinedx.models.disc_grader import (
     disc_crops,
     pfirrmann_grade,
 )
-from spinedx.training.checkpoints import load_checkpoint
+from spinedx.models.precision import full_precision
+from spinedx.training.checkpoints import load_model_file
 from spinedx.training.disc_grader import FORMAT, apply_calibration, predict_logits
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "disc_grader.pt"
@@ -67,9 +68,7 @@ class DiscGrader:
     def load(cls, path: str | Path = DEFAULT_WEIGHTS) -> DiscGrader:
         """Read a grader written by :func:`spinedx.training.disc_grader.train_grader`."""
         path = Path(path)
-        state = load_checkpoint(path)
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise InputError(f"{path}: not a disc grader file (expected format '{FORMAT}')")
+        state = load_model_file(path, FORMAT, "a disc grader")
         try:
             settings = dict(state["model"])
             model = DiscGraderNet(
@@ -78,8 +77,7 @@ class DiscGrader:
                 hidden=settings["hidden"],
                 dropout=settings["dropout"],
             )
-            weights = {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
-            model.load_state_dict(weights)
+            model.load_state_dict(full_precision(state["state_dict"]))
             grader = cls(
                 model,
                 crop=state["crop"],

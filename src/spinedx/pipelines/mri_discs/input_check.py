@@ -17,7 +17,7 @@ import torch
 from spinedx.errors import InputError
 from spinedx.models.input_check import INPUT_CLASSES, InputCheckHead, SliceFeatures
 from spinedx.models.registry import resolve_weights
-from spinedx.training.checkpoints import load_checkpoint
+from spinedx.training.checkpoints import load_model_file
 from spinedx.training.input_check import FORMAT
 
 REGISTRY_NAME = "input_check"
@@ -40,9 +40,7 @@ class InputCheck:
     @classmethod
     def load(cls, path: str | Path) -> InputCheck:
         path = Path(path)
-        state = load_checkpoint(path)
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise InputError(f"{path}: not an input-check file (expected format '{FORMAT}')")
+        state = load_model_file(path, FORMAT, "an input-check")
         try:
             if tuple(state["classes"]) != INPUT_CLASSES:
                 raise InputError(f"{path}: classes {state['classes']} differ from {list(INPUT_CLASSES)}")

@@ -38,7 +38,8 @@ from spinedx.models.disc_localizer import (
     build_disc_localizer,
     letterbox,
 )
-from spinedx.training.checkpoints import load_checkpoint, save_checkpoint
+from spinedx.models.precision import full_precision, half_precision
+from spinedx.training.checkpoints import load_model_file, save_checkpoint
 
 FORMAT = "spinedx.disc_localizer/1"
 NO_L5S1_WARNING = "no sacrum/L5-S1 seen: levels assume the lowest disc is L5/S1"
@@ -131,17 +132,14 @@ class DiscLocalizer:
     def load(cls, path: Path) -> DiscLocalizer:
         """Read a localiser written by :meth:`save` (or by the training code)."""
         path = Path(path)
-        state = load_checkpoint(path)
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise InputError(f"{path}: not a disc localiser file (expected format '{FORMAT}')")
+        state = load_model_file(path, FORMAT, "a disc localiser")
         try:
             raw = dict(state["settings"])
             raw["shrink"] = tuple(raw.get("shrink", TARGET_SHRINK))
             settings = LocalizerSettings(**raw)
             calibration = Calibration(**state["calibration"])
             model = build_disc_localizer(**settings.model)
-            weights = {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
-            model.load_state_dict(weights)
+            model.load_state_dict(full_precision(state["state_dict"]))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(
                 f"{path}: damaged disc localiser file ({exc.__class__.__name__}: {exc})"
@@ -150,10 +148,8 @@ class DiscLocalizer:
 
     def save(self, path: Path, *, half: bool = True) -> Path:
         """Write the localiser atomically (weights in float16 when ``half``, to keep the file small)."""
-        weights = {
-            k: (v.detach().half() if half and v.is_floating_point() else v.detach()).clone()
-            for k, v in self.model.state_dict().items()
-        }
+        weights = self.model.state_dict()
+        weights = half_precision(weights) if half else {k: v.detach().clone() for k, v in weights.items()}
         settings = dict(self.settings.__dict__)
         settings["shrink"] = list(settings["shrink"])
         save_checkpoint(
