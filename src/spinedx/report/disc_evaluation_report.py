@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import math
-from importlib import resources
 from pathlib import Path
 
-import jinja2
 import pandas as pd
 
 from spinedx.io.atomic import atomic_write_text
 from spinedx.models.disc_grader import BINARY_TASKS
+from spinedx.report.html import load_template, png_base64
 
 
 def _ci(entry: dict) -> str:
@@ -22,16 +20,12 @@ def _ci(entry: dict) -> str:
 
 def write_disc_evaluation_report(path: Path, metrics: dict, graded: pd.DataFrame, figures: dict[str, bytes],
                                  failures: list[tuple[str, bytes]]) -> Path:  # fmt: skip
-    source = (
-        resources.files("spinedx.report").joinpath("templates/disc_evaluation.html.j2").read_text("utf-8")
-    )
-    template = jinja2.Environment(autoescape=True).from_string(source)
-    html = template.render(
+    html = load_template("disc_evaluation.html.j2").render(
         metrics=metrics,
         binary=[name for name in BINARY_TASKS if name in metrics.get("grading", {})],
         ci=_ci,
-        figures=[(caption, base64.b64encode(png).decode("ascii")) for caption, png in figures.items()],
-        failures=[(caption, base64.b64encode(png).decode("ascii")) for caption, png in failures],
+        figures=[(caption, png_base64(png)) for caption, png in figures.items()],
+        failures=[(caption, png_base64(png)) for caption, png in failures],
         n_graded=len(graded),
     )
     atomic_write_text(path, html)

@@ -8,20 +8,16 @@ as ``"confusion_matrix"`` get a plain-language caption; see :data:`FIGURE_CAPTIO
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_text
+from spinedx.report.html import load_template, png_base64
 
-TEMPLATE_PACKAGE = "spinedx.report"
-TEMPLATE_NAME = "templates/evaluation.html.j2"
+TEMPLATE_NAME = "evaluation.html.j2"
 
 #: key -> (title, caption). Unknown keys get their key as the title and no caption.
 FIGURE_CAPTIONS: dict[str, tuple[str, str]] = {
@@ -93,14 +89,6 @@ _HEADLINE = (
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MISSING = "—"
-
-
-def _load_template() -> jinja2.Template:
-    source = resources.files(TEMPLATE_PACKAGE).joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
-    env = jinja2.Environment(
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
-    )
-    return env.from_string(source)
 
 
 def _number(value: Any, digits: int = 2) -> str:
@@ -233,8 +221,9 @@ def _figures(figures: dict[str, bytes]) -> list[dict[str, str]]:
         if not isinstance(data, bytes | bytearray) or not data.startswith(_PNG_SIGNATURE):
             raise InputError(f"figure '{key}' is not PNG image bytes")
         title, caption = FIGURE_CAPTIONS.get(key, (key.replace("_", " ").capitalize(), ""))
-        encoded = base64.b64encode(bytes(data)).decode("ascii")
-        out.append({"title": title, "caption": caption, "data_uri": f"data:image/png;base64,{encoded}"})
+        out.append(
+            {"title": title, "caption": caption, "data_uri": f"data:image/png;base64,{png_base64(data)}"}
+        )
     return out
 
 
@@ -261,7 +250,7 @@ def render_evaluation_report(*, title: str, metrics: dict, figures: dict[str, by
         "unit_plural": "patients/studies" if grouped else "cases",
         "unit_singular": "patient/study",
     }
-    return _load_template().render(**context)
+    return load_template(TEMPLATE_NAME, strict=True).render(**context)
 
 
 def write_evaluation_report(

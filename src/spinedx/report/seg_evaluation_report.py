@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import io
-from importlib import resources
 from pathlib import Path
 
-import jinja2
 import numpy as np
 from PIL import Image
 
 from spinedx.evaluation.segmentation import METRICS
 from spinedx.io.atomic import atomic_write_text
+from spinedx.report.html import load_template, png_base64
 
 CLASS_COLOURS = {1: (240, 200, 40), 2: (60, 200, 90), 3: (70, 140, 255)}
 """vertebra yellow, disc green, canal blue (background transparent)."""
@@ -39,7 +37,7 @@ def overlay_labels(pixels: np.ndarray, labels: np.ndarray, alpha: float = 0.45) 
 def _png(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_base64(buffer.getvalue())
 
 
 def _mean_dice(image: dict) -> float:
@@ -71,9 +69,7 @@ def _cases(metrics: dict, samples, predictions) -> list[dict]:
 
 
 def write_seg_evaluation_report(path: Path, metrics: dict, samples, predictions) -> Path:
-    source = resources.files("spinedx.report").joinpath("templates/seg_evaluation.html.j2").read_text("utf-8")
-    template = jinja2.Environment(autoescape=True).from_string(source)
-    html = template.render(
+    html = load_template("seg_evaluation.html.j2").render(
         metrics=metrics, measures=METRICS, ci=_ci, cases=_cases(metrics, samples, predictions)
     )
     atomic_write_text(path, html)
