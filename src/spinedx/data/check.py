@@ -4,10 +4,13 @@
 non-numeric coordinate raise :class:`~spinedx.errors.InputError`, as everywhere), then reads
 every referenced image once and collects, without stopping on any single bad item:
 
-* image ids whose file is missing or cannot be decoded,
+* image ids whose file is missing or cannot be decoded (a pixel budget applies: see
+  :mod:`spinedx.io.limits`),
+* image ids that would be read from outside the image folder (absolute, ``..``, symlinks out),
 * degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin``),
 * boxes outside the image (a negative coordinate, ``xmax > width``, ``ymax > height``;
-  a box may touch the far edge: ``xmax == width`` is fine),
+  a box may touch the far edge: ``xmax == width`` is fine; one entirely outside says so);
+  box rules live in :mod:`spinedx.io.boxes`,
 * duplicate rows (same values in every annotation column; the later copies are listed),
 * columns the importer does not know (a warning, not an error).
 
@@ -22,7 +25,10 @@ from typing import Any
 
 import pandas as pd
 
+from spinedx.errors import InputError
 from spinedx.io.annotations import ANNOTATION_COLUMNS, NO_FINDING, resolve_image_path
+from spinedx.io.boxes import box_problems
+from spinedx.io.csv_cells import ROW_INDEX_NAME
 from spinedx.io.images import read_image
 from spinedx.io.vindr import read_vindr_csv
 
@@ -50,6 +56,8 @@ class DatasetReport:
     """image_id -> (height, width) of every image that could be read."""
     missing_files: list[str] = field(default_factory=list)
     unreadable_files: list[tuple[str, str]] = field(default_factory=list)
+    refused_paths: list[tuple[str, str]] = field(default_factory=list)
+    """(image_id, reason) for ids that would be read from outside the image folder."""
     degenerate_boxes: list[RowIssue] = field(default_factory=list)
     out_of_image_boxes: list[RowIssue] = field(default_factory=list)
     duplicate_rows: list[int] = field(default_factory=list)
@@ -61,6 +69,7 @@ class DatasetReport:
         return (
             len(self.missing_files)
             + len(self.unreadable_files)
+            + len(self.refused_paths)
             + len(self.degenerate_boxes)
             + len(self.out_of_image_boxes)
             + len(self.duplicate_rows)
@@ -87,6 +96,7 @@ class DatasetReport:
             "images_per_lesion": dict(self.images_per_lesion),
             "missing_files": list(self.missing_files),
             "unreadable_files": [{"image_id": i, "reason": r} for i, r in self.unreadable_files],
+            "refused_paths": [{"image_id": i, "reason": r} for i, r in self.refused_paths],
             "degenerate_boxes": [_issue_dict(issue) for issue in self.degenerate_boxes],
             "out_of_image_boxes": [_issue_dict(issue) for issue in self.out_of_image_boxes],
             "duplicate_rows": list(self.duplicate_rows),
@@ -118,6 +128,7 @@ class DatasetReport:
             lines.append(f"  rows per reader: {readers}")
         _section(lines, "missing image files", self.missing_files, lambda i: i)
         _section(lines, "unreadable images", self.unreadable_files, lambda item: f"{item[0]}: {item[1]}")
+        _section(lines, "image ids outside the image folder", self.refused_paths, lambda item: item[1])
         _section(lines, "degenerate boxes", self.degenerate_boxes, _issue_text)
         _section(lines, "boxes outside the image", self.out_of_image_boxes, _issue_text)
         _section(lines, "duplicate rows", self.duplicate_rows, lambda row: f"row {row}")
@@ -154,8 +165,6 @@ def check_dataset(csv_path: str | Path, images_dir: str | Path, *, progress: boo
     folder); every per-row or per-image problem is collected in the returned report.
     ``progress`` shows a progress bar while the images are read.
     """
-    from spinedx.errors import InputError
-
     csv_path, images_dir = Path(csv_path), Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: image folder not found")
@@ -171,8 +180,13 @@ def check_dataset(csv_path: str | Path, images_dir: str | Path, *, progress: boo
         from tqdm import tqdm
 
         iterator = tqdm(image_ids, desc="checking images", unit="image")
+    first_rows = table.reset_index().drop_duplicates("image_id").set_index("image_id")[ROW_INDEX_NAME]
     for image_id in iterator:
-        path = resolve_image_path(images_dir, image_id)
+        try:
+            path = resolve_image_path(images_dir, image_id, where=f"{csv_path} row {first_rows[image_id]}")
+        except InputError as exc:
+            report.refused_paths.append((image_id, str(exc)))
+            continue
         if path is None:
             report.missing_files.append(image_id)
             continue
@@ -209,32 +223,15 @@ def _count(report: DatasetReport, table: pd.DataFrame) -> None:
 def _check_boxes(report: DatasetReport, table: pd.DataFrame) -> None:
     boxed = table[table["lesion_type"] != NO_FINDING]
     for row, record in zip(boxed.index, boxed.itertuples(index=False), strict=True):
-        image_id = record.image_id
-        xmin, ymin, xmax, ymax = record.xmin, record.ymin, record.xmax, record.ymax
-        degenerate = []
-        if xmax <= xmin:
-            degenerate.append(f"xmax {xmax:g} <= xmin {xmin:g}")
-        if ymax <= ymin:
-            degenerate.append(f"ymax {ymax:g} <= ymin {ymin:g}")
-        if degenerate:
-            report.degenerate_boxes.append((int(row), image_id, "; ".join(degenerate)))
-
-        outside = [
-            f"negative {name} {value:g}"
-            for name, value in zip(("xmin", "ymin", "xmax", "ymax"), (xmin, ymin, xmax, ymax), strict=True)
-            if value < 0
-        ]
-        size = report.image_sizes.get(image_id)
-        if size is not None:
-            height, width = size
-            for name, value in (("xmin", xmin), ("xmax", xmax)):
-                if value > width:
-                    outside.append(f"{name} {value:g} > image width {width}")
-            for name, value in (("ymin", ymin), ("ymax", ymax)):
-                if value > height:
-                    outside.append(f"{name} {value:g} > image height {height}")
+        height, width = report.image_sizes.get(record.image_id, (None, None))
+        problems = box_problems((record.xmin, record.ymin, record.xmax, record.ymax), width, height)
+        if problems.degenerate:
+            report.degenerate_boxes.append((int(row), record.image_id, "; ".join(problems.degenerate)))
+        outside = list(problems.outside)
+        if problems.fully_outside:
+            outside.append("the box lies entirely outside the image")
         if outside:
-            report.out_of_image_boxes.append((int(row), image_id, "; ".join(outside)))
+            report.out_of_image_boxes.append((int(row), record.image_id, "; ".join(outside)))
 
 
 def _duplicate_rows(table: pd.DataFrame) -> list[int]:

@@ -4,7 +4,8 @@
 box in its lesion type's colour, with "lesion (reader)" written above it, and a banner across
 the top of images that a reader marked "No finding". Files are written atomically. An image
 that is missing or cannot be decoded is skipped (listed in the result's ``skipped``) and the
-run goes on.
+run goes on; a run that draws nothing at all is an InputError. Image ids resolve inside the
+image folder only (:func:`spinedx.io.annotations.resolve_image_path`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from spinedx.errors import InputError
 from spinedx.io.annotations import NO_FINDING, resolve_image_path
 from spinedx.io.atomic import atomic_path
 from spinedx.io.images import read_image
+from spinedx.io.output_location import check_output_location
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +53,22 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 BANNER_COLOUR = (40, 160, 40)
 
 
+class Skipped(NamedTuple):
+    """An image that was not drawn. ``str()`` gives the sentence to show the user."""
+
+    image_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.image_id}: {self.reason}"
+
+
 class RenderResult(list):
-    """The written PNG paths (a ``list[Path]``), plus ``skipped``: (image_id, reason) pairs."""
+    """The written PNG paths (a ``list[Path]``), plus ``skipped``: :class:`Skipped` (image_id, reason) pairs."""
 
     def __init__(self, paths=(), skipped=None):
         super().__init__(paths)
-        self.skipped: list[tuple[str, str]] = list(skipped or [])
+        self.skipped: list[Skipped] = [Skipped(*item) for item in skipped or []]
 
 
 def lesion_colour(lesion_type: str) -> tuple[int, int, int]:
@@ -78,26 +91,35 @@ def render_annotations(
     ``image_ids`` restricts (and orders) the images drawn; otherwise images come in the order
     of their first row. ``limit`` caps how many images are attempted. Returns the written
     paths; ``result.skipped`` lists (image_id, reason) for images that were not drawn.
+
+    Raises InputError before drawing anything when ``out_dir`` cannot be written, and after
+    trying every image when none could be drawn (the message gives the first reason).
     """
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if limit is not None and limit < 0:
         raise InputError(f"limit must be >= 0, got {limit}")
+    check_output_location(out_dir)
     listed = list(dict.fromkeys(str(i) for i in annotations["image_id"]))
     wanted = listed if image_ids is None else list(dict.fromkeys(str(i) for i in image_ids))
     if limit is not None:
         wanted = wanted[:limit]
     groups = {str(key): rows for key, rows in annotations.groupby("image_id", sort=False)}
+    source = annotations.attrs.get("source")
 
     result = RenderResult()
     out_root = out_dir.resolve()
     for image_id in wanted:
         rows = groups.get(image_id)
         if rows is None:
-            result.skipped.append((image_id, "no annotations for this image"))
+            result.skipped.append(Skipped(image_id, "no annotations for this image"))
             continue
-        path = resolve_image_path(images_dir, image_id)
+        try:
+            path = resolve_image_path(images_dir, image_id, where=_row_name(source, rows.index[0]))
+        except InputError as exc:
+            result.skipped.append(Skipped(image_id, str(exc)))
+            continue
         if path is None:
-            result.skipped.append((image_id, f"no image file under {images_dir}"))
+            result.skipped.append(Skipped(image_id, f"no image file under {images_dir}"))
             continue
         try:
             image = read_image(path)
@@ -106,15 +128,28 @@ def render_annotations(
             with atomic_path(target) as tmp:
                 canvas.save(tmp, format="PNG")
         except InputError as exc:
-            result.skipped.append((image_id, str(exc)))
+            result.skipped.append(Skipped(image_id, str(exc)))
+            continue
+        except OSError as exc:  # writing the PNG failed: name the output, not the input
+            result.skipped.append(Skipped(image_id, f"cannot write {target}: {exc.strerror or exc}"))
             continue
         except Exception as exc:  # one bad image never stops the batch
-            result.skipped.append((image_id, f"{path}: {type(exc).__name__}: {exc}"))
+            result.skipped.append(Skipped(image_id, f"{path}: {type(exc).__name__}: {exc}"))
             continue
         result.append(target)
-    for image_id, reason in result.skipped:
-        logger.warning("skipped %s: %s", image_id, reason)
+    for item in result.skipped:
+        logger.warning("skipped %s", item)
+    if result.skipped and not result:
+        first = result.skipped[0]
+        raise InputError(
+            f"{out_dir}: wrote no image; {len(result.skipped)} skipped, the first because {first}"
+        )
     return result
+
+
+def _row_name(source: str | None, row) -> str | None:
+    """The CSV row that names an image, when the table came from a file."""
+    return f"{source} row {row}" if source else None
 
 
 def _output_path(out_root: Path, image_id: str) -> Path:

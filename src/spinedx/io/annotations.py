@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from spinedx.io.paths import existing_file, inside
+
 NO_FINDING = "No finding"
 BOX_COLUMNS = ["xmin", "ymin", "xmax", "ymax"]
 ANNOTATION_COLUMNS = ["image_id", "rad_id", "lesion_type", *BOX_COLUMNS, "study_id", "series_id"]
@@ -41,11 +43,16 @@ def boxed_rows(annotations: pd.DataFrame) -> pd.DataFrame:
     return annotations[annotations["lesion_type"] != NO_FINDING].dropna(subset=BOX_COLUMNS)
 
 
-def resolve_image_path(images_dir: Path, image_id: str) -> Path | None:
-    """The file for ``image_id`` under ``images_dir``, trying the usual suffixes; None if absent."""
+def resolve_image_path(images_dir: Path, image_id: str, where: str | None = None) -> Path | None:
+    """The file for ``image_id`` under ``images_dir``, trying the usual suffixes; None if absent.
+
+    Reads stay inside ``images_dir``: an absolute id, ``..`` steps out of it or a symlink pointing
+    outside raise InputError naming ``where`` (e.g. the CSV row; default: the image folder).
+    """
     images_dir = Path(images_dir)
+    where = where or str(images_dir)
     for suffix in IMAGE_SUFFIXES:
-        candidate = images_dir / f"{image_id}{suffix}"
-        if candidate.is_file():
+        candidate = inside(images_dir, f"{image_id}{suffix}", where, what="image_id")
+        if existing_file(candidate):
             return candidate
     return None

@@ -18,13 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-_UMASK = _current_umask()
+_UMASK = current_umask()
 
 
 def _final_mode(path: Path) -> int:

@@ -15,6 +15,16 @@ import pandas as pd
 from spinedx.errors import InputError
 
 ROW_INDEX_NAME = "csv_row"
+SHOWN_CELL_CHARACTERS = 40
+"""Longest cell text quoted in a message; longer cells are cut (a message stays one short line)."""
+
+
+def shown_cell(cell: str) -> str:
+    """``cell`` as a message quotes it: control characters escaped, at most SHOWN_CELL_CHARACTERS."""
+    text = cell if cell.isprintable() else cell.encode("unicode_escape").decode("ascii")
+    if len(text) > SHOWN_CELL_CHARACTERS:
+        text = text[: SHOWN_CELL_CHARACTERS - 3] + "..."
+    return text
 
 
 def read_header(path: Path) -> list[str]:
@@ -63,7 +73,9 @@ def parse_finite_number(path: Path, row: int, column: str, cell: str) -> float:
     try:
         value = float(cell)
     except ValueError:
-        raise InputError(f"{path} row {row} column '{column}': '{cell}' is not a number") from None
+        raise InputError(
+            f"{path} row {row} column '{column}': '{shown_cell(cell)}' is not a number"
+        ) from None
     if not math.isfinite(value):
-        raise InputError(f"{path} row {row} column '{column}': '{cell}' is not a finite number")
+        raise InputError(f"{path} row {row} column '{column}': '{shown_cell(cell)}' is not a finite number")
     return value

@@ -42,7 +42,9 @@ import numpy as np
 import pandas as pd
 
 from spinedx.errors import InputError
-from spinedx.io.csv_cells import ROW_INDEX_NAME, parse_finite_number, read_cells, read_header
+from spinedx.io.boxes import box_problems
+from spinedx.io.csv_cells import ROW_INDEX_NAME, parse_finite_number, read_cells, read_header, shown_cell
+from spinedx.io.paths import inside
 
 GRADE_COLUMNS = (
     "herniation",
@@ -170,7 +172,7 @@ def _load_csv(
     names = [h.strip().lower() for h in header]
     repeated = sorted({n for n in names if n and names.count(n) > 1})
     if repeated:
-        raise InputError(f"{path}: column '{repeated[0]}' appears more than once in the header")
+        raise InputError(f"{path}: column '{shown_cell(repeated[0])}' appears more than once in the header")
     raw = read_cells(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     missing = [c for c in required if c not in raw.columns]
@@ -207,7 +209,7 @@ def _number(path: Path, row: int, column: str, cell: str) -> float:
 def _integer(path: Path, row: int, column: str, cell: str) -> int:
     value = _number(path, row, column, cell)
     if value != int(value):
-        raise InputError(f"{path} row {row} column '{column}': '{cell}' is not a whole number")
+        raise InputError(f"{path} row {row} column '{column}': '{shown_cell(cell)}' is not a whole number")
     return int(value)
 
 
@@ -238,7 +240,7 @@ def _check_levels(path: Path, raw: pd.DataFrame, labels: np.ndarray, levels: lis
         expected = level_name(label)
         if level.upper() != expected.upper():
             raise InputError(
-                f"{path} row {row} column 'level': '{level}' does not match ivd_label {label} "
+                f"{path} row {row} column 'level': '{shown_cell(level)}' does not match ivd_label {label} "
                 f"(expected '{expected}')"
             )
 
@@ -322,7 +324,7 @@ def _build_discs(path: Path, raw: pd.DataFrame, series: pd.DataFrame, gradings: 
     for row, image_id in zip(raw.index, image_ids, strict=True):
         if image_id not in by_image:
             raise InputError(
-                f"{path} row {row} column 'image_id': '{image_id}' is not in {path.parent / 'series.csv'}"
+                f"{path} row {row} column 'image_id': '{shown_cell(image_id)}' is not in {path.parent / 'series.csv'}"
             )
         where = by_image[image_id]
         for column, out in (("patient", patients), ("sequence", sequences)):
@@ -333,7 +335,7 @@ def _build_discs(path: Path, raw: pd.DataFrame, series: pd.DataFrame, gradings: 
                     raise InputError(f"{path} row {row} column '{column}': empty")
                 if given != expected:
                     raise InputError(
-                        f"{path} row {row} column '{column}': '{given}' differs from '{expected}' "
+                        f"{path} row {row} column '{column}': '{shown_cell(given)}' differs from '{expected}' "
                         f"in {path.parent / 'series.csv'} row {series_rows[where]} for image '{image_id}'"
                     )
             out.append(expected)
@@ -346,11 +348,13 @@ def _build_discs(path: Path, raw: pd.DataFrame, series: pd.DataFrame, gradings: 
         width = int(series["width"].iloc[where])
         height = int(series["height"].iloc[where])
         x0, y0, x1, y1 = (boxes[c][i] for c in BOX_COLUMNS)
-        if not (x0 < x1 and y0 < y1):
+        # Reference boxes are not clipped: a box past series.csv's size means the tables disagree.
+        problems = box_problems((x0, y0, x1, y1), width, height)
+        if problems.degenerate:
             raise InputError(
                 f"{path} row {row}: empty box (xmin {x0:g}, ymin {y0:g}, xmax {x1:g}, ymax {y1:g})"
             )
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        if problems.outside:
             raise InputError(
                 f"{path} row {row}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the "
                 f"{width}x{height} image '{image_ids[i]}'"
@@ -432,7 +436,7 @@ def _build_spacing(path: Path, raw: pd.DataFrame, series: pd.DataFrame) -> pd.Da
     for i, (row, image_id) in enumerate(zip(raw.index, image_ids, strict=True)):
         if image_id not in known:
             raise InputError(
-                f"{path} row {row} column 'image_id': '{image_id}' is not in {path.parent / 'series.csv'}"
+                f"{path} row {row} column 'image_id': '{shown_cell(image_id)}' is not in {path.parent / 'series.csv'}"
             )
         for column in ("row_mm", "col_mm"):
             value = _number(path, row, column, raw.at[row, column])
@@ -467,7 +471,9 @@ def _find_images(images: Path, series: pd.DataFrame) -> dict[str, Path]:
         for suffix in IMAGE_SUFFIXES:
             candidate = present.get(f"{image_id}{suffix}")
             if candidate is not None and candidate.is_file():
-                paths[image_id] = candidate
+                # A symlink in images/ may not lead the reader out of the dataset folder.
+                where = f"{images.parent / 'series.csv'} row {row}"
+                paths[image_id] = inside(images, candidate.name, where, what="image file")
                 break
         else:
             missing.append((row, image_id))

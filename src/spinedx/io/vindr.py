@@ -36,7 +36,7 @@ import pandas as pd
 
 from spinedx.errors import InputError
 from spinedx.io.annotations import ANNOTATION_COLUMNS, BOX_COLUMNS, NO_FINDING
-from spinedx.io.csv_cells import ROW_INDEX_NAME, parse_finite_number, read_cells, read_header
+from spinedx.io.csv_cells import ROW_INDEX_NAME, parse_finite_number, read_cells, read_header, shown_cell
 
 REQUIRED_COLUMNS = ("image_id", "lesion_type", "xmin", "ymin", "xmax", "ymax")
 OPTIONAL_COLUMNS = ("rad_id", "study_id", "series_id")
@@ -60,7 +60,7 @@ def read_vindr_csv(path: str | Path) -> pd.DataFrame:
     names = [h.strip().lower() for h in header]
     repeated = sorted({n for n in names if n and names.count(n) > 1})
     if repeated:
-        raise InputError(f"{path}: column '{repeated[0]}' appears more than once in the header")
+        raise InputError(f"{path}: column '{shown_cell(repeated[0])}' appears more than once in the header")
 
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if len(missing) == 1:
@@ -111,13 +111,17 @@ def _build_table(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
     for i, row in enumerate(rows):
         if images[i] == "":
             raise InputError(f"{path} row {row} column 'image_id': empty")
+        if not images[i].isprintable():  # a file name with a line break or NUL is never meant
+            raise InputError(
+                f"{path} row {row} column 'image_id': '{shown_cell(images[i])}' contains control characters"
+            )
         values = [_parse_coordinate(path, row, c, cells[c][i]) for c in BOX_COLUMNS]
         present = [not math.isnan(v) for v in values]
         no_finding = lesions[i].lower() in _NO_FINDING_SPELLINGS
         if no_finding or not any(present):
             if lesions[i] != "" and not no_finding:
                 raise InputError(
-                    f"{path} row {row}: lesion '{lesions[i]}' has no box (xmin, ymin, xmax, ymax are empty)"
+                    f"{path} row {row}: lesion '{shown_cell(lesions[i])}' has no box (xmin, ymin, xmax, ymax are empty)"
                 )
             lesions[i] = NO_FINDING
             values = [math.nan] * 4
