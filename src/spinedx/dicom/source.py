@@ -153,7 +153,7 @@ def _series_image(folder: Path, slice_index: int | None) -> SourceImage:
     plane = _plane(iops[0])
     if plane != "sagittal":
         raise InputError(
-            f"{folder}: the analysed slice was reformatted from a {plane} acquisition, so no stored "
+            f"{folder}: the analysed slice was reformatted from {plane} images, so no stored "
             "image holds it; DICOM results need a sagittal series"
         )
     normal = _normal(iops[0])
