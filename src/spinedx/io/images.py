@@ -22,7 +22,9 @@ DICOM (suffix ``.dcm``/``.dicom``, or any file with the ``DICM`` marker at byte 
     radiographs are single images and the annotations refer to frame 0.
     Colour DICOM (RGB, YBR, palette) is converted to grey by luma.
 
-Every failure the user can fix raises :class:`~spinedx.errors.InputError` naming the file.
+Every failure the user can fix raises :class:`~spinedx.errors.InputError` naming the file. An
+image larger than the pixel budget (:mod:`spinedx.io.limits`) is refused from its header,
+before any pixel is decoded.
 Patient identifiers are never read into messages or logs.
 """
 
@@ -37,6 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from spinedx.errors import InputError
+from spinedx.io.limits import check_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -113,28 +116,38 @@ def _scale_to_unit(values: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+# value / (2**bits - 1) computed in float64 and stored as float32, for every 8- and 16-bit value:
+# indexing a table gives the same pixels as dividing, without a float64 copy of the image.
+_UNIT_8 = (np.arange(2**8) / 255.0).astype(np.float32)
+_UNIT_16 = (np.arange(2**16) / 65535.0).astype(np.float32)
+
+
 def _read_pil(path: Path) -> LoadedImage:
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow's decompression-bomb warning is superseded by spinedx's own pixel budget.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            check_image_size(path, *image.size)  # Image.open read the header only: nothing decoded yet
             image.load()
             mode = image.mode
             if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-                pixels = np.asarray(image, dtype=np.float64) / 65535.0
+                pixels = _UNIT_16[np.asarray(image).astype(np.uint16, copy=False)]
                 bits = 16
             elif mode in ("I", "F"):
-                pixels = _scale_to_unit(np.asarray(image))
+                pixels = np.clip(_scale_to_unit(np.asarray(image)), 0.0, 1.0)
                 bits = 32
             else:
                 grey = image if mode == "L" else image.convert("L")
-                pixels = np.asarray(grey, dtype=np.float64) / 255.0
+                pixels = _UNIT_8[np.asarray(grey)]
                 bits = 8
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(f"{path}: cannot decode image ({_reason(exc)})") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: cannot decode image ({_reason(exc)})") from None
+    except Image.DecompressionBombError as exc:  # only when SPINEDX_MAX_PIXELS exceeds Pillow's hard limit
+        raise InputError(f"{path}: image too large to decode ({_reason(exc)})") from None
     if pixels.ndim != 2:
         raise InputError(f"{path}: cannot decode image (unexpected shape {pixels.shape})")
-    pixels = np.clip(pixels, 0.0, 1.0).astype(np.float32)
     return LoadedImage(pixels=pixels, path=path, modality=None, pixel_spacing_mm=None, bits_stored=bits)
 
 
@@ -177,6 +190,7 @@ def _read_dicom(path: Path, frame: int) -> LoadedImage:
 
     _ensure_transfer_syntax(ds, path)
     _check_decoder(ds, path)
+    check_image_size(path, _int_or(ds.get("Columns"), 0), _int_or(ds.get("Rows"), 0))
 
     n_frames = _int_or(ds.get("NumberOfFrames"), 1)
     if not 0 <= frame < max(n_frames, 1):

@@ -52,6 +52,7 @@ import re
 import struct
 import tempfile
 import warnings as _warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,14 @@ from spinedx.io.images import (
     _reason,
     is_dicom_file,
     read_image,
+)
+from spinedx.io.limits import MAX_VOXELS_ENV, MIN_SPINE_SIDE, check_volume_size, max_voxels
+from spinedx.io.volume_files import (
+    METAIMAGE_SUFFIXES,
+    check_volume_file,
+    metaimage_data_file,
+    metaimage_header,
+    read_header,
 )
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd")
@@ -121,22 +130,57 @@ class SagittalSlice:
         return int(self.pixels.shape[1])
 
 
-def read_sagittal(path: str | Path, *, slice_index: int | None = None) -> SagittalSlice:
-    """Read ``path`` and return its mid-sagittal slice (or slice ``slice_index``); see module doc."""
+def read_sagittal(
+    path: str | Path, *, slice_index: int | None = None, min_side: int | None = None
+) -> SagittalSlice:
+    """Read ``path`` and return its mid-sagittal slice (or slice ``slice_index``); see module doc.
+
+    ``min_side`` (e.g. :data:`~spinedx.io.limits.MIN_SPINE_SIDE` before analysis) refuses a slice
+    with fewer rows or columns, see :func:`check_spine_geometry`.
+    """
     path = Path(path)
     loaded = _load(path)
     if isinstance(loaded, SagittalSlice):
         if slice_index not in (None, 0):
             raise InputError(f"{path}: slice {slice_index} requested but a 2-D image has only slice 0")
-        return loaded
-    sagittal = _Sagittal.from_volume(loaded)
-    index = sagittal.n // 2 if slice_index is None else int(slice_index)
-    if not 0 <= index < sagittal.n:
+        result = loaded
+    else:
+        sagittal = _Sagittal.from_volume(loaded)
+        index = sagittal.n // 2 if slice_index is None else int(slice_index)
+        if not 0 <= index < sagittal.n:
+            raise InputError(
+                f"{path}: slice {slice_index} requested but the volume has {sagittal.n} sagittal slices "
+                f"(0..{sagittal.n - 1})"
+            )
+        result = sagittal.slices([index], [])[0]
+    if min_side is not None:
+        check_spine_geometry(result, min_side)
+    return result
+
+
+def check_spine_geometry(image: SagittalSlice, min_side: int = MIN_SPINE_SIDE) -> None:
+    """InputError naming the file when ``image`` has fewer than ``min_side`` rows or columns.
+
+    Run before any model: such a slice cannot hold a lumbar spine, and the models' own checks
+    would only name internal boxes. A volume's message names the anatomical axis that is short.
+    """
+    rows, cols = image.pixels.shape
+    if rows >= min_side and cols >= min_side:
+        return
+    if image.n_slices is None:
         raise InputError(
-            f"{path}: slice {slice_index} requested but the volume has {sagittal.n} sagittal slices "
-            f"(0..{sagittal.n - 1})"
+            f"{image.path}: image is {cols}x{rows} pixels (width x height); a spine slice needs at "
+            f"least {min_side} rows and {min_side} columns"
         )
-    return sagittal.slices([index], [])[0]
+    short = [
+        f"{n} along the {axis} axis"
+        for axis, n in (("cranio-caudal", rows), ("antero-posterior", cols))
+        if n < min_side
+    ]
+    raise InputError(
+        f"{image.path}: volume has only {' and '.join(short)} (voxels); a spine needs at least "
+        f"{min_side} along each"
+    )
 
 
 def read_sagittal_stack(path: str | Path, n: int = 3) -> list[SagittalSlice]:
@@ -303,12 +347,22 @@ class _Sagittal:
 
 
 def _normalise(values: np.ndarray, notes: list[str]) -> np.ndarray:
-    """Robust 0.5-99.5 percentile stretch to [0, 1]; a constant image gives zeros (+ warning)."""
+    """Robust 0.5-99.5 percentile stretch to [0, 1]; a constant image gives zeros (+ warning).
+
+    NaN and infinite values are ignored by the stretch and set to 0 (the lowest intensity); a
+    warning in ``notes`` gives their share.
+    """
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         notes.append("image has no finite values; returned as zeros")
         return np.zeros(values.shape, dtype=np.float32)
+    if not finite.all():
+        bad = values.size - int(np.count_nonzero(finite))
+        notes.append(
+            f"{bad / values.size:.1%} of the image values ({bad}) are NaN or infinite; "
+            "they are shown as the lowest intensity"
+        )
     good = values[finite]
     low, high = np.percentile(good, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if high <= low:  # a small bright object on a flat background: fall back to min-max
@@ -328,14 +382,16 @@ def _read_volume_file(path: Path) -> _Volume | SagittalSlice:
     import SimpleITK as sitk
 
     notes: list[str] = []
+    if path.name.lower().endswith(METAIMAGE_SUFFIXES):
+        metaimage_data_file(path)  # before ITK follows the header's ElementDataFile anywhere
     missing = _orientation_missing(path)
     try:
-        image = sitk.ReadImage(str(path))
+        image = _read_checked(path, notes)
     except RuntimeError as exc:
         message = _itk_reason(exc)
         if "direction" not in message.lower() and "orthonormal" not in message.lower():
             raise InputError(f"{path}: cannot read volume ({message})") from None
-        image = _read_ignoring_orientation(path)
+        image = _read_ignoring_orientation(path, notes)
         notes.append(_ASSUMED_IDENTITY + " (the header's direction matrix is degenerate)")
         missing = False
     if missing:
@@ -383,6 +439,19 @@ def _read_volume_file(path: Path) -> _Volume | SagittalSlice:
     )
 
 
+def _read_checked(target: Path, notes: list[str], shown: Path | None = None):
+    """``sitk.ReadImage(target)`` after :func:`check_volume_file` (budget, truncation, data file),
+    whose warnings are added to ``notes``.
+
+    RuntimeError (SimpleITK's) when the header cannot be read; ``shown`` names the user's file
+    in messages when ``target`` is a patched copy.
+    """
+    import SimpleITK as sitk
+
+    notes.extend(check_volume_file(target, read_header(target), shown))
+    return sitk.ReadImage(str(target))
+
+
 def _acquisition_axis(spacing) -> int | None:
     """The slice axis of a volume file: the one with clearly the coarsest spacing (axis 2 on a tie).
 
@@ -413,7 +482,7 @@ def _orientation_missing(path: Path) -> bool:
     """True when the header has no orientation at all (NIfTI qform/sform codes 0, no MetaImage matrix)."""
     name = path.name.lower()
     if name.endswith((".mha", ".mhd")):
-        header = _metaimage_header(path)
+        header = metaimage_header(path)
         if header is None:
             return False
         keys = {key.lower() for key, _ in header[0]}
@@ -433,33 +502,10 @@ def _orientation_missing(path: Path) -> bool:
     return codes == [0, 0]
 
 
-def _metaimage_header(path: Path) -> tuple[list[tuple[str, str]], int] | None:
-    """(key, value) pairs of a MetaImage header and the byte offset just past it; None if unreadable."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1 << 16)
-    except OSError:
-        return None
-    pairs: list[tuple[str, str]] = []
-    offset = 0
-    for line in head.splitlines(keepends=True):
-        offset += len(line)
-        text = line.decode("latin-1").strip()
-        if "=" not in text:
-            if text:
-                return None
-            continue
-        key, value = (part.strip() for part in text.split("=", 1))
-        pairs.append((key, value))
-        if key.lower() == "elementdatafile":
-            return pairs, offset
-    return None
-
-
 def _metaimage_modality(path: Path) -> str | None:
     if not path.name.lower().endswith((".mha", ".mhd")):
         return None
-    header = _metaimage_header(path)
+    header = metaimage_header(path)
     for key, value in header[0] if header else []:
         if key.lower() == "modality":
             code = value.upper().removeprefix("MET_MOD_")
@@ -467,17 +513,13 @@ def _metaimage_modality(path: Path) -> str | None:
     return None
 
 
-def _read_ignoring_orientation(path: Path):
+def _read_ignoring_orientation(path: Path, notes: list[str]):
     """Read a NIfTI-1 or MetaImage file whose direction matrix ITK refuses, as identity."""
-    import SimpleITK as sitk
 
     name = path.name.lower()
     with tempfile.TemporaryDirectory(prefix="spinedx-volume-") as tmp:
         if name.endswith((".nii", ".nii.gz")):
-            try:
-                data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                raise InputError(f"{path}: cannot read volume ({_reason(exc)})") from None
+            data = _bounded_bytes(path)
             endian = next(
                 (e for e in "<>" if len(data) >= 348 and struct.unpack(e + "i", data[:4])[0] == 348), None
             )
@@ -490,7 +532,7 @@ def _read_ignoring_orientation(path: Path):
             target = Path(tmp) / "volume.nii"
             target.write_bytes(patched)
         else:
-            header = _metaimage_header(path)
+            header = metaimage_header(path)
             if header is None:
                 raise InputError(f"{path}: cannot read volume (unreadable MetaImage header)")
             pairs, offset = header
@@ -513,10 +555,23 @@ def _read_ignoring_orientation(path: Path):
                 rest = handle.read()
             target.write_bytes("".join(lines).encode("latin-1") + rest)
         try:
-            image = sitk.ReadImage(str(target))
+            image = _read_checked(target, notes, shown=path)
         except RuntimeError as exc:
             raise InputError(f"{path}: cannot read volume ({_itk_reason(exc)})") from None
         return image
+
+
+def _bounded_bytes(path: Path) -> bytes:
+    """The (decompressed) bytes of a NIfTI file, refusing more than the voxel budget could need."""
+    limit = 352 + 8 * max_voxels()  # header + the budget at 8 bytes a voxel
+    try:
+        with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: cannot read volume ({_reason(exc)})") from None
+    if len(data) > limit:
+        raise InputError(f"{path}: volume is larger than {MAX_VOXELS_ENV} allows; not decoded")
+    return data
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -670,6 +725,7 @@ def _read_dicom_series(folder: Path) -> _Volume:
             f"({', '.join(f'{c}x{r}' for r, c in sorted(sizes))} columns x rows; e.g. {Path(odd.label).name} "
             f"is {odd.cols}x{odd.rows}, most are {common[1]}x{common[0]}); cannot stack them into a volume"
         )
+    check_volume_size(folder, (planes[0].cols, planes[0].rows, len(planes)))
     first = chosen[0][1]
     photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     return _stack(folder, planes, _modality(first), photometric == "MONOCHROME1", notes)
@@ -681,6 +737,7 @@ def _read_dicom_file(path: Path) -> _Volume | SagittalSlice:
     if n_frames <= 1:
         return _read_dicom_2d(path, ds)
 
+    check_volume_size(path, (_int_or(ds.get("Columns"), 0), _int_or(ds.get("Rows"), 0), n_frames))
     shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     if per_frame and len(per_frame) != n_frames:
