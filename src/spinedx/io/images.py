@@ -181,6 +181,8 @@ def _read_dicom(path: Path, frame: int) -> LoadedImage:
 
     pixel_keywords = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
     if not any(keyword in ds for keyword in pixel_keywords):
+        if is_dicomdir(ds):
+            raise InputError(f"{path}: {DICOMDIR_REASON}")
         if not has_marker:
             raise InputError(f"{path}: not a DICOM image (no 'DICM' marker and no pixel data found)")
         raise InputError(
@@ -227,6 +229,19 @@ def _read_dicom(path: Path, frame: int) -> LoadedImage:
         pixel_spacing_mm=_pixel_spacing(ds),
         bits_stored=_int_or(ds.get("BitsStored"), None),
     )
+
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+DICOMDIR_REASON = (
+    "a DICOMDIR (the index of a DICOM disc or folder), not an image; pass an image file or series folder"
+)
+
+
+def is_dicomdir(ds) -> bool:
+    """True for a DICOMDIR data set (Media Storage Directory SOP class): an index without pixels."""
+    meta = getattr(ds, "file_meta", None)
+    sop_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+    return str(sop_class or ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
 
 
 def _has_dicm_marker(path: Path) -> bool:

@@ -21,6 +21,7 @@ Exporters: :func:`write_label_png`, :func:`write_label_nifti` (SimpleITK, spacin
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from scipy import ndimage
 
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_path, atomic_write_text
+from spinedx.io.limits import check_image_size
 
 SEG_LABELS: dict[int, str] = {0: "background", 1: "vertebra", 2: "disc", 3: "spinal_canal"}
 BACKGROUND, VERTEBRA, DISC, CANAL = 0, 1, 2, 3
@@ -56,12 +58,16 @@ COLOUR_TOLERANCE = 48
 
 
 def _open(path: Path) -> Image.Image:
+    """The decoded mask; its size is checked against the pixel budget from the header first."""
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # spinedx's budget applies
+            image = Image.open(path)
+        check_image_size(path, *image.size)
         image.load()
     except FileNotFoundError as exc:
         raise InputError(f"{path}: mask file not found") from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
     return image
 

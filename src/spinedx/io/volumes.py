@@ -62,6 +62,7 @@ import numpy as np
 from spinedx.errors import InputError
 from spinedx.io.images import (
     _LUMA,
+    DICOMDIR_REASON,
     _check_decoder,
     _ensure_transfer_syntax,
     _has_dicm_marker,
@@ -69,6 +70,7 @@ from spinedx.io.images import (
     _pixel_spacing,
     _reason,
     is_dicom_file,
+    is_dicomdir,
     read_image,
 )
 from spinedx.io.limits import MAX_VOXELS_ENV, MIN_SPINE_SIDE, check_volume_size, max_voxels
@@ -629,6 +631,8 @@ def _dcmread(path: Path, *, claims: bool):
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) or "Rows" not in ds:
         if not claims:
             return None
+        if is_dicomdir(ds):
+            raise InputError(f"{path}: {DICOMDIR_REASON}")
         raise InputError(f"{path}: not a DICOM image (no pixel data; the file may be corrupt or truncated)")
     return ds
 
