@@ -1,9 +1,9 @@
 """write_dicom_results: SR (TID 1500), SEG and Secondary Capture from a real analysis.
 
-A synthetic T2 slice (spinedx.synth.mri) is stored two ways whose layouts differ from the
-display one: a 3-image sagittal series stored mirrored and upside down (the analysed middle
-image differs from its neighbours) and a single sagittal file stored transposed. The bundled
-models analyse both once per module; each object is then checked with dciodvfy, read back with
+A synthetic T2 slice (spinedx.synth.mri) is stored three ways: a 3-image sagittal series stored
+mirrored and upside down (the analysed middle image differs from its neighbours), a single
+sagittal file stored transposed, and a bare 2-D file without geometry. The bundled models
+analyse all three once per module; each object is then checked with dciodvfy, read back with
 highdicom (and the SR with dcmtk's dsrdump), and compared with findings.json and masks.png.
 """
 
@@ -91,13 +91,25 @@ def analysed(tmp_path_factory) -> dict[str, dict]:
     _mr(display.T, iop=IOP_TRANSPOSED, ipp=(0.0, -100.0, 150.0), study=study, series=generate_uid(),
         frame=frame, number=1).save_as(single, enforce_file_format=True)  # fmt: skip
 
-    results = list(analyze_inputs([series, single], root / "out"))
-    assert [r.error for r in results] == [None, None]
-    layouts = {"series": lambda a: a[::-1, ::-1], "single": lambda a: np.swapaxes(a, 0, 1)}
+    bare = _mr(display, iop=(0, 1, 0, 0, 0, -1), ipp=(0, 0, 0), study=study, series=generate_uid(), frame="",
+               number=1)  # fmt: skip
+    for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "FrameOfReferenceUID", "PixelSpacing"):
+        delattr(bare, keyword)  # a 2-D image without geometry, stored as displayed
+    bare.save_as(root / "bare.dcm", enforce_file_format=True)
+
+    inputs = {"series": series, "single": single, "bare": root / "bare.dcm"}
+    results = dict(zip(inputs, analyze_inputs(list(inputs.values()), root / "out"), strict=True))
+    assert [r.error for r in results.values()] == [None, None, None]
+    layouts = {
+        "series": lambda a: a[::-1, ::-1],
+        "single": lambda a: np.swapaxes(a, 0, 1),
+        "bare": lambda a: a,
+    }
     out = {}
-    for kind, source, result in (("series", series, results[0]), ("single", single, results[1])):
+    for kind, source in inputs.items():
+        result = results[kind]
         written = write_dicom_results(result.out_dir, source)
-        referenced = middle_uid if kind == "series" else pydicom.dcmread(single).SOPInstanceUID
+        referenced = middle_uid if kind == "series" else pydicom.dcmread(source).SOPInstanceUID
         out[kind] = {
             "source": source,
             "dir": result.out_dir,
@@ -114,14 +126,15 @@ def _dciodvfy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("dciodvfy")
 
 
-def test_writes_the_three_objects(analysed):
-    for kind in analysed.values():
-        assert [p.name for p in kind["written"]] == [SR_FILE, SEG_FILE, SC_FILE]
-        assert all(p.is_file() for p in kind["written"])
-        assert not list(kind["dir"].glob(".*tmp*"))  # no atomic-write leftovers
+def test_writes_the_three_objects_and_no_seg_without_a_frame_of_reference(analysed):
+    for kind, case in analysed.items():
+        expected = [SR_FILE, SC_FILE] if kind == "bare" else [SR_FILE, SEG_FILE, SC_FILE]
+        assert [p.name for p in case["written"]] == expected
+        assert all(p.is_file() for p in case["written"])
+        assert not list(case["dir"].glob(".*tmp*"))  # no atomic-write leftovers
 
 
-@pytest.mark.parametrize("kind", ["series", "single"])
+@pytest.mark.parametrize("kind", ["series", "single", "bare"])
 def test_dciodvfy_reports_no_errors(analysed, kind):
     tool = _dciodvfy()
     if tool is None:
@@ -154,7 +167,7 @@ def test_seg_reads_back_as_the_label_map_on_the_analysed_image(analysed, kind):
     np.testing.assert_array_equal(labels, expected)
 
 
-@pytest.mark.parametrize("kind", ["series", "single"])
+@pytest.mark.parametrize("kind", ["series", "single", "bare"])
 def test_sr_reads_back_as_findings(analysed, kind):
     case = analysed[kind]
     findings = read_findings(case["dir"] / "findings.json")
@@ -170,6 +183,8 @@ def test_sr_reads_back_as_findings(analysed, kind):
         measured = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
         for key, name, unit in (("height_mm", "Height", "mm"), ("canal_ap_mm", "Diameter", "mm")):
             value = getattr(disc.measurements, key, None)
+            if getattr(disc.measurements, "unit", "mm") != "mm":
+                value = None  # px values are never written
             assert (name in measured) == (value is not None)
             if value is not None:
                 assert measured[name] == (pytest.approx(value), unit)
@@ -184,7 +199,7 @@ def test_sr_reads_back_as_findings(analysed, kind):
             == case["instance_uid"]
         )
         xmin, ymin, xmax, ymax = disc.box
-        corner = {"series": (width - xmin, height - ymin), "single": (ymin, xmin)}[kind]
+        corner = {"series": (width - xmin, height - ymin), "single": (ymin, xmin), "bare": (xmin, ymin)}[kind]
         np.testing.assert_allclose(region.value[0], corner, atol=1e-3)
 
 

@@ -2,7 +2,8 @@
 
 :func:`write_dicom_results` turns one ``spinedx analyze`` output folder into DICOM objects in
 the source study: ``sr.dcm`` (TID 1500 measurement report, :mod:`.sr`), ``seg.dcm`` (spine
-segmentation, :mod:`.seg`; only when the analysis wrote ``masks.png``) and ``overlay.dcm``
+segmentation, :mod:`.seg`; only when the analysis wrote ``masks.png`` and the source has a
+frame of reference) and ``overlay.dcm``
 (Secondary Capture of ``overlay.png``, :mod:`.sc`). De-identification lives in :mod:`.deid`.
 Results are research output: every object says so (series description, and
 ContentQualification RESEARCH where the IOD has it).
@@ -30,7 +31,10 @@ __all__ = ["SC_FILE", "SEG_FILE", "SR_FILE", "write_dicom_results"]
 
 
 def write_dicom_results(result_dir: Path, source: Path) -> list[Path]:
-    """Write sr.dcm, seg.dcm (if masks.png exists) and overlay.dcm into ``result_dir``.
+    """Write sr.dcm, seg.dcm and overlay.dcm into ``result_dir``.
+
+    seg.dcm is written only when the analysis wrote masks.png and the source image has a
+    FrameOfReferenceUID (the SEG IOD needs one); the returned list says which files exist.
 
     ``result_dir`` is one input's ``spinedx analyze`` folder (findings.json, overlay.png and
     optionally masks.png); ``source`` is the DICOM file or series folder that was analysed.
@@ -44,7 +48,8 @@ def write_dicom_results(result_dir: Path, source: Path) -> list[Path]:
     image = find_source_image(source, findings.input.slice_index)
     objects = {SR_FILE: build_sr(findings, image)}
     masks = result_dir / (getattr(findings, "masks", None) or "masks.png")
-    if masks.is_file():
+    # A SEG must share its source's frame of reference; a source without one gets no SEG.
+    if masks.is_file() and "FrameOfReferenceUID" in image.dataset:
         objects[SEG_FILE] = build_seg(findings, _read_png(masks, "L"), image)
     objects[SC_FILE] = build_sc(findings, _read_png(result_dir / "overlay.png", "RGB"), image)
     written = []
