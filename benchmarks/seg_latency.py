@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from sagittal_slices import sagittal_slices
 
-from spinedx.evaluation.seg_study import resolve_segmenter_weights
-from spinedx.pipelines.mri_discs.segment import SpineSegmenter
+from spinedx.tasks.spine_seg.evaluate import resolve_segmenter_weights
+from spinedx.tasks.spine_seg.model import SpineSegmenter
 
 SIZE = 384
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from spinedx.training.config import read_recipe
-from spinedx.training.spine_seg import cross_validate, parse_recipe
+from spinedx.recipes import read_recipe
+from spinedx.tasks.spine_seg.config import parse_recipe
+from spinedx.tasks.spine_seg.train import cross_validate
 
 LOSSES = ("ce", "dice", "dice_ce")
 

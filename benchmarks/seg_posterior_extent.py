@@ -20,12 +20,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from spinedx.evaluation.bootstrap import bootstrap_ci
-from spinedx.evaluation.seg_study import resolve_segmenter_weights
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
 from spinedx.pipelines.mri_discs.measure_seg import measure_disc
-from spinedx.pipelines.mri_discs.segment import SpineSegmenter
+from spinedx.tasks.spine_seg.evaluate import resolve_segmenter_weights
+from spinedx.tasks.spine_seg.model import SpineSegmenter
 
 FINDINGS = ("herniation", "bulging")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from spinedx.training.config import ExperimentConfig, load_config
-from spinedx.training.experiment import build_model
+from spinedx.tasks.xray_lesions.config import ExperimentConfig, load_config
+from spinedx.tasks.xray_lesions.model import build_model
 from spinedx.training.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[1]

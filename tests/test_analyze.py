@@ -14,9 +14,9 @@ from spinedx.io.findings import SCHEMA, read_findings
 from spinedx.io.volumes import read_sagittal
 from spinedx.pipelines import analyze as analyze_module
 from spinedx.pipelines.analyze import analyze_inputs, input_stem, resolve_task
-from spinedx.pipelines.mri_discs.localize import DiscDetection
 from spinedx.pipelines.mri_discs.measure import disc_heights
 from spinedx.pipelines.mri_discs.pipeline import NO_DISC_WARNING, MriDiscPipeline
+from spinedx.tasks.disc_localization.model import DiscDetection
 
 BOXES = [(40.0, 150.0, 90.0, 170.0), (42.0, 120.0, 92.0, 142.0), (44.0, 90.0, 94.0, 100.0)]
 
@@ -139,8 +139,8 @@ def test_input_stems():
 
 
 def test_evaluate_discs_with_reference_boxes(tmp_path):
-    from spinedx.evaluation.disc_study import evaluate_discs
     from spinedx.io.spider import read_spider
+    from spinedx.pipelines.mri_discs.evaluate import evaluate_discs
     from spinedx.synth.mri import generate_mri_dataset
 
     root = generate_mri_dataset(

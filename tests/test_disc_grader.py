@@ -13,12 +13,7 @@ import torch
 
 from conftest import SPIDER
 from spinedx.errors import InputError
-from spinedx.evaluation.calibration import (
-    PlattScaler,
-    TemperatureScaler,
-    expected_calibration_error,
-    softmax_probabilities,
-)
+from spinedx.evaluation.calibration import expected_calibration_error
 from spinedx.evaluation.grading import (
     binary_task_metrics,
     multiclass_metrics,
@@ -29,7 +24,11 @@ from spinedx.evaluation.grading import (
     specificity,
     youden_threshold,
 )
-from spinedx.models.disc_grader import (
+from spinedx.models.calibration import PlattScaler, TemperatureScaler, softmax_probabilities
+from spinedx.models.registry import BUNDLED_DIR
+from spinedx.tasks.disc_grading import train as training
+from spinedx.tasks.disc_grading.model import DiscGrader
+from spinedx.tasks.disc_grading.network import (
     BINARY_TASKS,
     GRADE_TASKS,
     OUTPUT_ORDER,
@@ -45,10 +44,7 @@ from spinedx.models.disc_grader import (
     region_masks,
     view_crops,
 )
-from spinedx.models.registry import BUNDLED_DIR
-from spinedx.pipelines.mri_discs.grade import DiscGrader
-from spinedx.training import disc_grader as training
-from spinedx.training.disc_grader import (
+from spinedx.tasks.disc_grading.train import (
     CV_METRICS,
     OOF_PREDICTIONS,
     GraderConfig,
@@ -388,7 +384,7 @@ def unboxed_spider(tiny_spider, tmp_path_factory):
     import shutil
 
     from spinedx.io.images import read_image
-    from spinedx.pipelines.mri_discs.localize import DiscDetection
+    from spinedx.tasks.disc_localization.model import DiscDetection
 
     root = tmp_path_factory.mktemp("unboxed") / "spider"
     shutil.copytree(tiny_spider, root)

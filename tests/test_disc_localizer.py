@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import SPIDER
+from spinedx.data.letterbox import letterbox, letterbox_geometry, normalize_intensity
 from spinedx.evaluation.detection import (
     box_iou,
     count_detections,
@@ -20,20 +21,17 @@ from spinedx.evaluation.detection import (
     precision,
     recall,
 )
-from spinedx.io.spider import level_name
-from spinedx.models.disc_localizer import (
+from spinedx.io.levels import level_name
+from spinedx.models.registry import BUNDLED_DIR
+from spinedx.tasks.disc_localization.model import NO_L5S1_WARNING, Calibration, DiscLocalizer
+from spinedx.tasks.disc_localization.network import (
     INPUT_SIZE,
     L5S1,
     N_CLASSES,
     OTHER_DISC,
     build_disc_localizer,
-    letterbox,
-    letterbox_geometry,
-    normalize_intensity,
     render_targets,
 )
-from spinedx.models.registry import BUNDLED_DIR
-from spinedx.pipelines.mri_discs.localize import NO_L5S1_WARNING, Calibration, DiscLocalizer
 
 BUNDLED = BUNDLED_DIR / "disc_localizer.pt"
 
@@ -128,7 +126,7 @@ def _column(n: int = 5) -> np.ndarray:
 
 
 def _oracle_localizer(boxes: np.ndarray, labels: list[int]) -> DiscLocalizer:
-    from spinedx.pipelines.mri_discs.localize import LocalizerSettings
+    from spinedx.tasks.disc_localization.model import LocalizerSettings
 
     geometry = letterbox_geometry(HEIGHT, WIDTH, SIZE)
     classes = render_targets(boxes, np.array(labels), geometry)
@@ -187,7 +185,7 @@ def test_detect_nothing_and_bad_input():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    from spinedx.pipelines.mri_discs.localize import LocalizerSettings
+    from spinedx.tasks.disc_localization.model import LocalizerSettings
 
     torch.manual_seed(0)
     model = build_disc_localizer((4, 8, 16), num_res_units=1)
@@ -225,7 +223,7 @@ def tiny_mri(tmp_path_factory) -> Path:
 
 
 def _tiny_config(root: Path, **extra):
-    from spinedx.training.disc_localizer import LocalizerConfig
+    from spinedx.tasks.disc_localization.train import LocalizerConfig
 
     values = dict(
         data_root=root,
@@ -243,8 +241,8 @@ def _tiny_config(root: Path, **extra):
 
 def test_cross_validation_tiny_run_writes_metrics_model_and_resumes(tiny_mri, tmp_path):
     from spinedx.errors import InputError
+    from spinedx.tasks.disc_localization.train import cross_validate_localizer
     from spinedx.training.checkpoints import load_checkpoint
-    from spinedx.training.disc_localizer import cross_validate_localizer
 
     torch.set_num_threads(1)
     config = _tiny_config(tiny_mri)
@@ -285,8 +283,8 @@ def test_cross_validation_tiny_run_writes_metrics_model_and_resumes(tiny_mri, tm
 
 
 def test_training_resumes_from_last_epoch(tiny_mri, tmp_path):
+    from spinedx.tasks.disc_localization.train import train_localizer
     from spinedx.training.checkpoints import load_checkpoint
-    from spinedx.training.disc_localizer import train_localizer
 
     torch.set_num_threads(1)
     logs: list[str] = []
@@ -307,7 +305,7 @@ def test_training_resumes_from_last_epoch(tiny_mri, tmp_path):
 @pytest.mark.skipif(not (SPIDER / "discs.csv").is_file(), reason="shared/data/spider-sagittal not present")
 @pytest.mark.skipif(not BUNDLED.is_file(), reason="bundled disc_localizer.pt not present")
 def test_bundled_localizer_on_real_slices():
-    from spinedx.training.disc_localizer import load_boxed_series
+    from spinedx.tasks.disc_localization.train import load_boxed_series
 
     torch.set_num_threads(1)
     localizer = DiscLocalizer.load(BUNDLED)
@@ -333,7 +331,7 @@ def test_bundled_localizer_on_real_slices():
 
 
 def test_synthetic_series_join_training_only(tiny_mri, tmp_path):
-    from spinedx.training.disc_localizer import train_localizer
+    from spinedx.tasks.disc_localization.train import train_localizer
 
     torch.set_num_threads(1)
     config = _tiny_config(tiny_mri, epochs=1, max_images=2, use_synthetic=True, synthetic_root=tiny_mri)
@@ -342,7 +340,7 @@ def test_synthetic_series_join_training_only(tiny_mri, tmp_path):
 
 
 def _blob(cx, cy, w=60.0, h=20.0, mass=100.0):
-    from spinedx.pipelines.mri_discs.localize import _Blob
+    from spinedx.tasks.disc_localization.model import _Blob
 
     return _Blob(cx=cx, cy=cy, w=w, h=h, score=0.9, l5s1=0.0, l5s1_mass=0.0, mass=mass)
 
@@ -361,7 +359,7 @@ def test_clean_drops_duplicates_and_blobs_off_the_spine():
 
 
 def test_disc_cut_by_top_edge_is_left_out():
-    from spinedx.pipelines.mri_discs.localize import DiscDetection
+    from spinedx.tasks.disc_localization.model import DiscDetection
 
     localizer = _oracle_localizer(np.zeros((0, 4)), [])
     detections = [

@@ -13,7 +13,7 @@ import pytest
 from spinedx.errors import InputError
 from spinedx.evaluation import plots
 from spinedx.evaluation.classification import classification_metrics
-from spinedx.report.evaluation_report import write_evaluation_report
+from spinedx.tasks.xray_lesions.report import write_evaluation_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["normal", "herniation", "fracture"]

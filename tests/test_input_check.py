@@ -9,10 +9,10 @@ import torch
 
 from conftest import SHARED_DATA
 from spinedx.io.volumes import SagittalSlice
-from spinedx.models.input_check import INPUT_CLASSES
-from spinedx.pipelines.mri_discs.input_check import InputCheck
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
-from spinedx.training.input_check import InputCheckConfig, train_input_check
+from spinedx.tasks.input_check.model import InputCheck
+from spinedx.tasks.input_check.network import INPUT_CLASSES
+from spinedx.tasks.input_check.train import InputCheckConfig, train_input_check
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,9 @@ def test_training_writes_grouped_cv_metrics_and_a_loadable_check(tiny_check):
 def _forced(check: InputCheck, winner: int) -> InputCheck:
     """The same check with its head rigged so that class ``winner`` gets ~all the probability."""
     with torch.no_grad():
-        check.head.linear.weight.zero_()
-        check.head.linear.bias.fill_(0.0)
-        check.head.linear.bias[winner] = 20.0
+        check.network.head.linear.weight.zero_()
+        check.network.head.linear.bias.fill_(0.0)
+        check.network.head.linear.bias[winner] = 20.0
     return check
 
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from conftest import SPIDER
 from spinedx.errors import InputError
-from spinedx.io.spider import GRADE_COLUMNS, LEVEL_NAMES, SpiderDataset, level_name, read_spider
+from spinedx.io.levels import GRADE_COLUMNS, LEVEL_NAMES, level_name
+from spinedx.io.spider import SpiderDataset, read_spider
 
 SERIES = """image_id,patient,sequence,width,height,n_boxes,n_graded_discs,boxes_match_gradings
 1_t1,1,t1,40,60,2,3,1

@@ -5,7 +5,7 @@ import timm
 import torch
 
 from spinedx.errors import InputError
-from spinedx.models.classifier import SUPPORTED_BACKBONES, RoiClassifier
+from spinedx.tasks.xray_lesions.network import SUPPORTED_BACKBONES, RoiClassifier
 
 
 @pytest.mark.parametrize("backbone", SUPPORTED_BACKBONES)

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.errors import InputError
-from spinedx.evaluation.out_of_fold import FINAL, OutOfFoldModels
-from spinedx.training.disc_grader import GraderConfig
-from spinedx.training.disc_localizer import LocalizerConfig
-from spinedx.training.input_check import InputCheckConfig
-from spinedx.training.mri_discs import MriDiscsRecipe, train_mri_discs
+from spinedx.pipelines.mri_discs.out_of_fold import FINAL, OutOfFoldModels
+from spinedx.tasks.disc_grading.train import GraderConfig
+from spinedx.tasks.disc_localization.train import LocalizerConfig
+from spinedx.tasks.input_check.train import InputCheckConfig
+from spinedx.tasks.mri_discs.train import MriDiscsRecipe, train_mri_discs
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED_DATA
-from spinedx.data.seg_data import DISC_VERTEBRA_INDEX, VERTEBRA_COLOUR, detect_kind, load_seg_source
 from spinedx.errors import InputError
 from spinedx.io.masks import (
     CANAL,
@@ -23,6 +22,7 @@ from spinedx.io.masks import (
     write_label_png,
     write_label_table,
 )
+from spinedx.tasks.spine_seg.data import DISC_VERTEBRA_INDEX, VERTEBRA_COLOUR, detect_kind, load_seg_source
 from test_cli_bad_input import assert_clean_error, spinedx
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
@@ -110,7 +110,7 @@ def test_cli_bad_mask_exits_2(tmp_path):
     rgb[0, 0] = (90, 40, 160)
     Image.fromarray(rgb).save(root / "masks" / "100_3.png")
     weights = tmp_path / "model.pt"
-    from spinedx.models.spine_segmenter import build_spine_segmenter, save_segmenter
+    from spinedx.tasks.spine_seg.network import build_spine_segmenter, save_segmenter
 
     save_segmenter(
         weights, build_spine_segmenter((4, 8), 0), {"channels": [4, 8], "num_res_units": 0, "input_size": 32}

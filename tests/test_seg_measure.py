@@ -57,7 +57,7 @@ def test_analyze_writes_mask_png_and_measurement_keys(tmp_path):
 
     class OneDiscLocalizer:
         def detect(self, pixels):
-            from spinedx.pipelines.mri_discs.localize import DiscDetection
+            from spinedx.tasks.disc_localization.model import DiscDetection
 
             return [DiscDetection(BOX, 0.9, 1, "L5/S1")], []
 

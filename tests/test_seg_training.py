@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from spinedx.cli import app
 from spinedx.errors import InputError
 from spinedx.io.masks import BACKGROUND, CANAL, DISC, IGNORE, VERTEBRA
-from spinedx.training.spine_seg import PartialLabelLoss
+from spinedx.tasks.spine_seg.train import PartialLabelLoss
 from test_cli_bad_input import assert_clean_error, spinedx
 
 
@@ -88,8 +88,8 @@ def test_dice_terms_only_for_labelled_classes_and_ignore_pixels_skipped():
 def test_background_far_from_the_spine_is_certain_only_for_partial_masks():
     import numpy as np
 
-    from spinedx.data.seg_data import SegSample
-    from spinedx.training.spine_seg import CERTAIN_BACKGROUND, letterbox_sample
+    from spinedx.tasks.spine_seg.data import SegSample
+    from spinedx.tasks.spine_seg.train import CERTAIN_BACKGROUND, letterbox_sample
 
     labels = np.zeros((64, 64), np.uint8)
     labels[20:40, 10:20] = VERTEBRA
@@ -106,11 +106,12 @@ def test_background_far_from_the_spine_is_certain_only_for_partial_masks():
 
 
 def test_killed_training_resumes_after_its_last_epoch(tiny_run, tmp_path, monkeypatch):
-    from spinedx.data.seg_data import load_seg_source
-    from spinedx.training import spine_seg
+    from spinedx.tasks.spine_seg import train as spine_seg
+    from spinedx.tasks.spine_seg.config import parse_recipe
+    from spinedx.tasks.spine_seg.data import load_seg_source
     from spinedx.training.checkpoints import load_checkpoint
 
-    recipe = spine_seg.parse_recipe(json.loads((tiny_run / "recipe.json").read_text()), "recipe.json")
+    recipe = parse_recipe(json.loads((tiny_run / "recipe.json").read_text()), "recipe.json")
     recipe = recipe.model_copy(update={"epochs": 3})
     samples = load_seg_source(tiny_run / "synth-test")
     real_save = spine_seg.save_checkpoint

@@ -11,7 +11,7 @@ from spinedx.data.crops import crop_box
 from spinedx.data.labels import LabelMap
 from spinedx.data.splits import grouped_split
 from spinedx.errors import InputError
-from spinedx.training.config import load_config
+from spinedx.tasks.xray_lesions.config import load_config
 from spinedx.training.losses import WeightedBinaryCrossEntropy, balanced_class_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -100,8 +100,8 @@ def test_balanced_weights_and_weighted_bce():
 
 
 def test_spider_discs_recipe_validates():
-    from spinedx.training.config import read_recipe
-    from spinedx.training.mri_discs import parse_recipe
+    from spinedx.recipes import read_recipe
+    from spinedx.tasks.mri_discs.train import parse_recipe
 
     recipe = parse_recipe(read_recipe(CONFIGS / "spider_discs.yaml"), "spider_discs.yaml")
     assert recipe.task == "mri-discs" and recipe.localizer.folds == 5 and recipe.grader.folds == 5

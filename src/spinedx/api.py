@@ -2,51 +2,105 @@
 
 >>> from spinedx import api
 >>> api.synth_xray("data/synth-xray", n_images=300)
->>> run = api.train("configs/xray_lesions.yaml", "runs/xray", overrides=["train.epochs=5"])
->>> api.evaluate(run).metrics["macro_avg"]["f1"]
->>> api.predict(run, ["image.png"]).records
+>>> paths = api.train("configs/xray_lesions.yaml", "runs/xray", overrides=["train.epochs=5"])
+>>> api.evaluate(paths["run"]).metrics["macro_avg"]["f1"]
+>>> api.predict(paths["run"], ["image.png"]).records
 >>> [result.findings for result in api.analyze(["slice.png"], "out", task="mri-discs")]
 >>> api.evaluate_discs("../shared/data/spider-sagittal", "runs/eval", cv_run="runs/spider_discs").metrics
+>>> [task["name"] for task in api.tasks()]
+
+Every recipe trains through :func:`train` (the recipe's ``task`` key picks the schema and the
+trainer from :mod:`spinedx.tasks`); each task's evaluation has its own function because each
+scores something different (a run's held-out studies, a study folder end to end, masks).
+Modules are imported when a function runs, so ``import spinedx.api`` stays cheap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from spinedx.data.check import DatasetReport, check_dataset
-from spinedx.evaluation.disc_study import DiscEvaluation
-from spinedx.evaluation.disc_study import evaluate_discs as _evaluate_discs
-from spinedx.evaluation.run_evaluation import EvaluationOutcome, evaluate_run
-from spinedx.inference.predict import Predictions, predict_images
-from spinedx.inference.roi_classifier import TrainedClassifier
-from spinedx.io.vindr import read_vindr_csv
-from spinedx.pipelines.analyze import AnalyzedInput, analyze_inputs
-from spinedx.synth.mri import generate_mri_dataset
-from spinedx.synth.xray import generate_xray_dataset
-from spinedx.training.config import load_config
-from spinedx.training.experiment import train_experiment
+if TYPE_CHECKING:
+    from spinedx.data.check import DatasetReport
+    from spinedx.pipelines.analyze import AnalyzedInput
+    from spinedx.pipelines.mri_discs.evaluate import DiscEvaluation
+    from spinedx.tasks.spine_seg.evaluate import SegEvaluation
+    from spinedx.tasks.xray_lesions.evaluate import EvaluationOutcome
+    from spinedx.tasks.xray_lesions.predict import Predictions
+
+
+def tasks() -> list[dict[str, Any]]:
+    """Every task of the registry: findings, recipe, train/evaluate functions, bundled files, model card."""
+    from spinedx.tasks import TASKS
+
+    return [task.describe() for task in TASKS]
 
 
 def synth_xray(out_dir: str | Path, n_images: int = 300, seed: int = 42, image_size: int = 512) -> Path:
     """Synthetic radiographs; returns the annotation CSV."""
+    from spinedx.synth.xray import generate_xray_dataset
+
     return generate_xray_dataset(Path(out_dir), n_images=n_images, seed=seed, image_size=image_size)
 
 
-def check(csv: str | Path, images: str | Path) -> DatasetReport:
-    return check_dataset(csv, images)
+def synth_mri(out_dir: str | Path, n_patients: int = 40, seed: int = 42, image_size: int = 384) -> Path:
+    """Synthetic sagittal lumbar MRI in the spider-sagittal layout (with masks); returns the folder."""
+    from spinedx.synth.mri import generate_mri_dataset
+
+    return generate_mri_dataset(
+        Path(out_dir), n_patients=n_patients, seed=seed, image_size=(image_size, image_size)
+    )
 
 
-def train(config: str | Path, run_dir: str | Path, overrides: list[str] | None = None) -> Path:
-    """Train (or resume) a recipe; returns the run folder."""
-    return train_experiment(load_config(Path(config), overrides), Path(run_dir)).run_dir
+def check(csv: str | Path, images: str | Path, progress: bool = False) -> DatasetReport:
+    """Annotations checked against their images (what `spinedx data check` prints)."""
+    from spinedx.data.check import check_dataset
+
+    return check_dataset(csv, images, progress=progress)
+
+
+def show(csv: str | Path, images: str | Path, out_dir: str | Path, image_ids: list[str] | None = None,
+         limit: int | None = None):  # fmt: skip
+    """Annotated boxes drawn on the images; returns what was written and what was skipped."""
+    from spinedx.data.show import render_annotations
+    from spinedx.io.vindr import read_vindr_csv
+
+    return render_annotations(read_vindr_csv(Path(csv)), Path(images), Path(out_dir), image_ids=image_ids,
+                              limit=limit)  # fmt: skip
+
+
+def load_recipe(config: str | Path, overrides: list[str] | None = None) -> Any:
+    """The recipe at ``config`` validated by its task's schema (``overrides``: ``section.key=value``)."""
+    from spinedx.recipes import read_recipe
+    from spinedx.tasks import parse_recipe
+
+    return parse_recipe(read_recipe(Path(config), overrides), source=str(config))
+
+
+def train(config: str | Path, run_dir: str | Path | None = None, overrides: list[str] | None = None,
+          bundle: bool = False) -> dict[str, Path]:  # fmt: skip
+    """Train (or resume) any recipe; returns what it wrote (name -> path). ``bundle`` installs the
+    trained models as the package's bundled models (tasks that ship models)."""
+    from spinedx.models.registry import BUNDLED_DIR
+    from spinedx.tasks import get_task
+
+    recipe = load_recipe(config, overrides)
+    trainer = get_task(recipe.task).load("train")
+    target = Path(run_dir) if run_dir else Path("runs") / recipe.name
+    return trainer(recipe, target, register_into=BUNDLED_DIR if bundle else None)
 
 
 def evaluate(run_dir: str | Path, csv: str | Path | None = None, images: str | Path | None = None,
-             n_resamples: int = 1000) -> EvaluationOutcome:  # fmt: skip
+             out_dir: str | Path | None = None, n_resamples: int = 1000) -> EvaluationOutcome:  # fmt: skip
+    """A radiograph classifier run scored on its held-out test studies (or on ``csv``/``images``)."""
+    from spinedx.tasks.xray_lesions.evaluate import evaluate_run
+
     return evaluate_run(
         Path(run_dir),
         csv=Path(csv) if csv else None,
         images=Path(images) if images else None,
+        out_dir=Path(out_dir) if out_dir else None,
         n_resamples=n_resamples,
     )
 
@@ -54,26 +108,44 @@ def evaluate(run_dir: str | Path, csv: str | Path | None = None, images: str | P
 def predict(
     run_dir: str | Path, images: list[str | Path], boxes_csv: str | Path | None = None
 ) -> Predictions:
-    boxes = read_vindr_csv(boxes_csv) if boxes_csv else None
+    """Class probabilities per box (or per whole image) with a radiograph classifier run."""
+    from spinedx.io.vindr import read_vindr_csv
+    from spinedx.tasks.xray_lesions.model import TrainedClassifier
+    from spinedx.tasks.xray_lesions.predict import predict_images
+
+    boxes = read_vindr_csv(Path(boxes_csv)) if boxes_csv else None
     return predict_images(TrainedClassifier.load(Path(run_dir)), [Path(p) for p in images], boxes)
 
 
-def synth_mri(out_dir: str | Path, n_patients: int = 40, seed: int = 42, image_size: int = 384) -> Path:
-    """Synthetic sagittal lumbar MRI in the spider-sagittal layout (with masks); returns the folder."""
-    return generate_mri_dataset(
-        Path(out_dir), n_patients=n_patients, seed=seed, image_size=(image_size, image_size)
-    )
+def analyze_iter(
+    inputs: list[str | Path], out_dir: str | Path, task: str | None = None
+) -> Iterator[AnalyzedInput]:
+    """Like :func:`analyze`, yielding each input's result as soon as it is written."""
+    from spinedx.pipelines.analyze import analyze_inputs
+
+    return analyze_inputs([Path(p) for p in inputs], Path(out_dir), task)
 
 
 def analyze(inputs: list[str | Path], out_dir: str | Path, task: str | None = None) -> list[AnalyzedInput]:
     """Findings per input with the bundled models (files as ``spinedx analyze`` writes them);
     an input that fails has ``error`` set and the others go on."""
-    return list(analyze_inputs([Path(p) for p in inputs], Path(out_dir), task))
+    return list(analyze_iter(inputs, out_dir, task))
 
 
 def evaluate_discs(data: str | Path, out_dir: str | Path, cv_run: str | Path | None = None,
                    n_resamples: int = 1000) -> DiscEvaluation:  # fmt: skip
     """End-to-end disc evaluation against a spider-layout folder (bundled models, or the fold
     models of ``cv_run`` for out-of-fold figures)."""
-    return _evaluate_discs(Path(data), Path(out_dir), n_resamples=n_resamples,
-                           cv_run=Path(cv_run) if cv_run else None)  # fmt: skip
+    from spinedx.pipelines.mri_discs.evaluate import evaluate_discs as run_evaluation
+
+    return run_evaluation(Path(data), Path(out_dir), n_resamples=n_resamples,
+                          cv_run=Path(cv_run) if cv_run else None)  # fmt: skip
+
+
+def evaluate_seg(
+    model: str | Path, data: str | Path, out_dir: str | Path, n_resamples: int = 1000
+) -> SegEvaluation:
+    """A spine segmenter (run folder, weight file or ``"bundled"``) scored on an image/mask folder."""
+    from spinedx.tasks.spine_seg.evaluate import evaluate_segmenter
+
+    return evaluate_segmenter(model, Path(data), Path(out_dir), n_resamples=n_resamples)

@@ -6,6 +6,7 @@ Every user-fixable problem surfaces as ``error: <message>`` on stderr with exit 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from enum import StrEnum
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from spinedx import api
 from spinedx.errors import InputError
 
 app = typer.Typer(
@@ -43,9 +45,7 @@ def synth_xray(
     size: Annotated[int, typer.Option(help="image side in pixels")] = 512,
 ) -> None:
     """Synthetic lateral lumbar radiographs with lesions, in VinDr-SpineXR CSV + PNG format."""
-    from spinedx.synth.xray import generate_xray_dataset
-
-    csv = generate_xray_dataset(out, n_images=n, seed=seed, image_size=size)
+    csv = api.synth_xray(out, n_images=n, seed=seed, image_size=size)
     typer.echo(f"wrote {n} images and {csv}")
 
 
@@ -59,9 +59,7 @@ def synth_mri(
     size: Annotated[int, typer.Option(help="image side in pixels")] = 384,
 ) -> None:
     """Synthetic mid-sagittal lumbar MRI with disc boxes, grades and masks."""
-    from spinedx.synth.mri import generate_mri_dataset
-
-    root = generate_mri_dataset(out, n_patients=patients, seed=seed, image_size=(size, size))
+    root = api.synth_mri(out, n_patients=patients, seed=seed, image_size=size)
     typer.echo(f"wrote {patients} patients to {root}")
 
 
@@ -72,9 +70,7 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Validate annotations against the images; exit 2 when errors are found."""
-    from spinedx.data.check import check_dataset
-
-    report = check_dataset(csv, images, progress=not as_json)
+    report = api.check(csv, images, progress=not as_json)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     if not report.ok():
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -91,26 +87,10 @@ def data_show(
     limit: Annotated[int | None, typer.Option(help="at most this many images")] = None,
 ) -> None:
     """Draw the annotated boxes, lesion labels and readers on the images."""
-    from spinedx.data.show import render_annotations
-    from spinedx.io.vindr import read_vindr_csv
-
-    written = render_annotations(read_vindr_csv(csv), images, out, image_ids=image_id or None, limit=limit)
+    written = api.show(csv, images, out, image_ids=image_id or None, limit=limit)
     for line in written.skipped:
         typer.echo(f"warning: skipped {line}", err=True)
     typer.echo(f"wrote {len(written)} images to {out}")
-
-
-def _bundled_model_trainer(task: str | None):
-    """(parse_recipe, train) of a recipe whose models can be bundled, or None for classifier recipes."""
-    if task == "mri-discs":
-        from spinedx.training.mri_discs import parse_recipe, train_mri_discs
-
-        return parse_recipe, train_mri_discs
-    if task == "spine-seg":
-        from spinedx.training.spine_seg import parse_recipe, train_spine_seg
-
-        return parse_recipe, train_spine_seg
-    return None
 
 
 @app.command()
@@ -127,30 +107,10 @@ def train(
         typer.Option(help="mri-discs / spine-seg recipes: install the trained weights as the bundled models"),
     ] = False,
 ) -> None:
-    """Train a recipe; a run killed mid-way resumes from its last finished epoch when restarted."""
-    from spinedx.training.config import parse_config, read_recipe
-
-    raw = read_recipe(config, overrides)
-    bundled_task = _bundled_model_trainer(raw.get("task"))
-    if bundled_task is not None:
-        from spinedx.models.registry import BUNDLED_DIR
-
-        parse_recipe, train_recipe = bundled_task
-        recipe = parse_recipe(raw, str(config))
-        paths = train_recipe(
-            recipe, out or Path("runs") / recipe.name, register_into=BUNDLED_DIR if bundle else None
-        )
+    """Train a recipe (its `task` key picks the schema); a killed run resumes from its last finished epoch."""
+    paths = api.train(config, out, overrides, bundle=bundle)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process reports
         typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
-        return
-    from spinedx.training.experiment import train_experiment
-
-    recipe = parse_config(raw, source=str(config))
-    outcome = train_experiment(recipe, out or Path("runs") / recipe.name)
-    fit = outcome.fit
-    if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(
-            f"best epoch {fit.best_epoch}: {recipe.train.monitor}={fit.best_value:.4f}; run in {outcome.run_dir}"
-        )
 
 
 @app.command()
@@ -164,9 +124,7 @@ def evaluate(
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% CIs")] = 1000,
 ) -> None:
     """Metrics with 95% bootstrap CIs (metrics.json) and a self-contained report.html."""
-    from spinedx.evaluation.run_evaluation import evaluate_run
-
-    outcome = evaluate_run(run_dir, csv=data, images=images, out_dir=out, n_resamples=bootstrap)
+    outcome = api.evaluate(run_dir, csv=data, images=images, out_dir=out, n_resamples=bootstrap)
     metrics = outcome.metrics
     typer.echo(metrics["classification_report_text"])
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
@@ -183,13 +141,9 @@ def predict(
     """Class probabilities per region of interest (each box, or the whole image without --boxes)."""
     import pandas as pd
 
-    from spinedx.inference.predict import predict_images
-    from spinedx.inference.roi_classifier import TrainedClassifier
     from spinedx.io.atomic import atomic_write_text
-    from spinedx.io.vindr import read_vindr_csv
 
-    classifier = TrainedClassifier.load(run_dir)
-    result = predict_images(classifier, images, read_vindr_csv(boxes) if boxes else None)
+    result = api.predict(run_dir, images, boxes)
     for line in result.errors:
         typer.echo(f"error: {line}", err=True)
     if output_format is OutputFormat.json:
@@ -218,10 +172,8 @@ def analyze(
     ] = False,
 ) -> None:
     """Findings per input with the bundled models: findings.json, overlay.png and report.html."""
-    from spinedx.pipelines.analyze import analyze_inputs
-
     failed = 0
-    for result in analyze_inputs(inputs, out, task):
+    for result in api.analyze_iter(inputs, out, task):
         if result.error:
             failed += 1
             typer.echo(f"error: {result.error}", err=True)
@@ -253,9 +205,7 @@ def evaluate_discs(
     ] = None,
 ) -> None:
     """Localisation, levels and grades of the MRI disc models against reference annotations."""
-    from spinedx.evaluation.disc_study import evaluate_discs as run_evaluation
-
-    outcome = run_evaluation(data, out, n_resamples=bootstrap, cv_run=cv_run)
+    outcome = api.evaluate_discs(data, out, cv_run=cv_run, n_resamples=bootstrap)
     typer.echo(json.dumps({"localisation": outcome.metrics["localisation"]}, indent=2, default=float))
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
 
@@ -280,15 +230,13 @@ def evaluate_seg(
     ] = 1000,
 ) -> None:
     """Per-class Dice, IoU, precision, recall, specificity, accuracy, HD95 and ASD with 95% CIs + report.html."""
-    from spinedx.evaluation.seg_study import evaluate_segmenter
-
     if data is None:
         raise InputError("--data: a folder with images/ and masks/ is required")
     source = run_dir or model
     default_out = (
         Path(run_dir) / "evaluation" if run_dir and Path(run_dir).is_dir() else Path("runs/evaluate-seg")
     )
-    outcome = evaluate_segmenter(source, data, out or default_out, n_resamples=bootstrap)
+    outcome = api.evaluate_seg(source, data, out or default_out, n_resamples=bootstrap)
     summary = {
         name: {m: c[m]["estimate"] for m in ("dice", "iou", "hd95")}
         for name, c in outcome.metrics["classes"].items()
@@ -297,7 +245,33 @@ def evaluate_seg(
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
 
 
+@app.command("tasks")
+def list_tasks(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="machine-readable description of every task")
+    ] = False,
+) -> None:
+    """The clinical tasks: what each finds, its recipe, bundled model files and model card."""
+    described = api.tasks()
+    if as_json:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    for task in described:
+        typer.echo(f"{task['name']}: {task['summary']}")
+        typer.echo(f"  findings: {', '.join(task['findings'])}")
+        if task["trained_by"]:
+            typer.echo(f"  trained by: spinedx train <recipe with task: {task['trained_by']}>")
+        for model in task["bundled"]:
+            state = (
+                f"{model['file']} (sha256 {model['sha256'][:12]}…)" if model.get("file") else "not bundled"
+            )
+            typer.echo(f"  bundled: {model['name']} -> {state}")
+        if task["model_card"]:
+            typer.echo(f"  model card: {task['model_card']}")
+
+
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         app()
     except InputError as exc:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from spinedx.errors import InputError
-from spinedx.io.annotations import resolve_image_path
 from spinedx.io.boxes import format_box, validate_rows
 from spinedx.io.images import read_image
+
+if TYPE_CHECKING:  # pandas is for annotation tables only; analysis crops single boxes without it
+    import pandas as pd
 
 
 @dataclass
@@ -97,6 +99,10 @@ def extract_crops(rows: pd.DataFrame, images_dir: Path, size: int, margin: float
     is listed in ``skipped``; a box partly outside is clipped and listed in ``warnings``.
     Rows are named by their CSV row (the index) when ``rows.attrs["source"]`` holds the CSV path.
     """
+    import pandas as pd
+
+    from spinedx.io.annotations import resolve_image_path
+
     crops: list[np.ndarray] = []
     kept: list[pd.DataFrame] = []
     result = CropSet(np.zeros((0, size, size), dtype=np.uint8), rows.iloc[:0])

@@ -44,7 +44,7 @@ import spinedx
 from spinedx.dicom import codes
 from spinedx.dicom.source import SourceImage
 from spinedx.io.findings import Disc, Findings
-from spinedx.io.spider import GRADE_RANGES
+from spinedx.io.levels import GRADE_RANGES
 
 SERIES_NUMBER = 9901
 SERIES_DESCRIPTION = f"spinedx disc findings; {codes.RESEARCH_NOTE}"

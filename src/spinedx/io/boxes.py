@@ -19,8 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # only annotations: box checks of single boxes run without pandas
+    import pandas as pd
 
 from spinedx.errors import InputError
 

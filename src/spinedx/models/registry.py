@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def has_weights(name: str) -> bool:
     return manifest_path.is_file() and name in json.loads(manifest_path.read_text())
 
 
+def manifest_entry(name: str) -> dict:
+    """The manifest's record of ``name`` (file, sha256, version), or ``{}`` when it is not bundled."""
+    manifest_path = weights_dir() / "manifest.json"
+    if not manifest_path.is_file():
+        return {}
+    return dict(json.loads(manifest_path.read_text()).get(name, {}))
+
+
 def resolve_weights(name: str) -> WeightsEntry:
     """The verified weight file registered as ``name``."""
     folder = weights_dir()
@@ -74,3 +83,16 @@ def register_weights(name: str, path: Path, version: str, folder: Path | None = 
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest[name] = {"file": Path(path).name, "sha256": sha256_of(Path(path)), "version": version}
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def bundle_model(
+    name: str, trained: Path, version: str, folder: Path, compile_file: Callable[[Path], Path]
+) -> Path:
+    """Install the trained model file ``trained`` in ``folder`` as ``name``: copied, compiled to its
+    traced program (``compile_file`` rewrites it in place, so analysis needs no model library), and
+    recorded in the manifest with its sha256."""
+    target = Path(folder) / Path(trained).name
+    target.write_bytes(Path(trained).read_bytes())
+    compile_file(target)
+    register_weights(name, target, version, Path(folder))
+    return target

@@ -23,13 +23,10 @@ from spinedx.io.atomic import atomic_write_bytes
 from spinedx.io.findings import Findings, write_findings
 from spinedx.io.masks import write_label_nifti, write_label_png, write_label_table
 from spinedx.io.volumes import SagittalSlice, read_sagittal
-from spinedx.pipelines.mri_discs.pipeline import TASK as MRI_DISCS
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.report.overlay import render_overlay
 from spinedx.report.study_report import write_study_report
-
-TASKS = (MRI_DISCS,)
-_TASK_BY_MODALITY = {"MR": MRI_DISCS}
+from spinedx.tasks import analysis_tasks, get_task
 
 
 @dataclass
@@ -49,14 +46,17 @@ def input_stem(path: Path) -> str:
 
 
 def resolve_task(image: SagittalSlice, requested: str | None) -> str:
+    """The analysis task: ``requested``, else the one the registry names for the DICOM Modality."""
+    names = [task.name for task in analysis_tasks()]
     if requested:
-        if requested not in TASKS:
-            raise InputError(f"--task: unknown task '{requested}' (available: {', '.join(TASKS)})")
+        if requested not in names:
+            raise InputError(f"--task: unknown task '{requested}' (available: {', '.join(names)})")
         return requested
-    task = _TASK_BY_MODALITY.get(image.modality or "")
+    by_modality = {modality: task.name for task in analysis_tasks() for modality in task.modalities}
+    task = by_modality.get(image.modality or "")
     if task is None:
         what = f"Modality {image.modality}" if image.modality else "a plain image without DICOM tags"
-        raise InputError(f"{image.path}: cannot tell the task from {what}; pass --task ({', '.join(TASKS)})")
+        raise InputError(f"{image.path}: cannot tell the task from {what}; pass --task ({', '.join(names)})")
     return task
 
 
@@ -67,8 +67,8 @@ def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
         path = Path(path)
         try:
             image = read_sagittal(path)
-            resolve_task(image, task)
-            pipeline = pipeline or MriDiscPipeline.bundled()
+            name = resolve_task(image, task)
+            pipeline = pipeline or get_task(name).load("analyzer").bundled()
             stem = input_stem(path)
             findings, label_map = pipeline.analyze_with_label_map(image, stem)
             target = Path(out_dir) / stem

@@ -35,8 +35,8 @@ from scipy.special import expit, logit, ndtr
 
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_path, atomic_write_text
+from spinedx.io.levels import GRADE_COLUMNS, LEVEL_NAMES
 from spinedx.io.masks import SEG_LABELS
-from spinedx.io.spider import GRADE_COLUMNS, LEVEL_NAMES
 from spinedx.synth.geometry import Frame
 
 SEQUENCES: tuple[str, ...] = ("t1", "t2")

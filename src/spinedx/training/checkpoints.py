@@ -11,7 +11,6 @@ from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_path
 
 LAST = "last.pt"
-BEST = "best.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

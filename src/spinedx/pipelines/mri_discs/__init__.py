@@ -1,5 +1,5 @@
 """Sagittal MRI disc pipeline: find every intervertebral disc and name its level."""
 
-from spinedx.pipelines.mri_discs.localize import DiscDetection, DiscLocalizer
+from spinedx.tasks.disc_localization.model import DiscDetection, DiscLocalizer
 
 __all__ = ["DiscDetection", "DiscLocalizer"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from spinedx.inference.onnx_runtime import OnnxRuntimeModule, export_onnx
+from spinedx.models.onnx_runtime import OnnxRuntimeModule, export_onnx
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 
 EXAMPLE_BATCH = 2  # not 1: the exporter would fix a batch axis it sees as 1

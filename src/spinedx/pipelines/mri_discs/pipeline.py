@@ -19,14 +19,14 @@ import spinedx
 from spinedx.io.findings import Disc, DiscGrades, DiscMeasurements, Findings, InputInfo, ModelInfo
 from spinedx.io.volumes import SagittalSlice
 from spinedx.models.registry import has_weights, resolve_weights
-from spinedx.pipelines.mri_discs.grade import DiscGrader
-from spinedx.pipelines.mri_discs.input_check import REGISTRY_NAME as INPUT_CHECK_NAME
-from spinedx.pipelines.mri_discs.input_check import InputCheck
-from spinedx.pipelines.mri_discs.localize import DiscLocalizer
 from spinedx.pipelines.mri_discs.measure import disc_heights
 from spinedx.pipelines.mri_discs.measure_seg import measure_disc
-from spinedx.pipelines.mri_discs.segment import REGISTRY_NAME as SEGMENTER_NAME
-from spinedx.pipelines.mri_discs.segment import SpineSegmenter
+from spinedx.tasks.disc_grading.model import DiscGrader
+from spinedx.tasks.disc_localization.model import DiscLocalizer
+from spinedx.tasks.input_check.model import REGISTRY_NAME as INPUT_CHECK_NAME
+from spinedx.tasks.input_check.model import InputCheck
+from spinedx.tasks.spine_seg.model import REGISTRY_NAME as SEGMENTER_NAME
+from spinedx.tasks.spine_seg.model import SpineSegmenter
 
 TASK = "mri-discs"
 MODEL_NAME = "spinedx-mri-discs"

@@ -1,0 +1,68 @@
+"""The disc grader's recipe section (``grader:`` of an ``mri-discs`` recipe)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from spinedx.recipes import Strict
+
+
+class GraderAugment(Strict):
+    rotation_deg: float = Field(8.0, ge=0.0, le=45.0)
+    scale: float = Field(0.1, ge=0.0, lt=0.5, description="zoom 1 +- scale")
+    translate: float = Field(0.06, ge=0.0, lt=0.3, description="shift, fraction of the view")
+    gamma: float = Field(0.3, ge=0.0, lt=1.5, description="gamma exp(+-gamma)")
+    contrast: float = Field(0.15, ge=0.0, lt=1.0)
+    brightness: float = Field(0.08, ge=0.0, lt=0.5)
+    noise: float = Field(0.02, ge=0.0, lt=0.5)
+
+
+class GraderConfig(Strict):
+    data_root: Path = Path("../shared/data/spider-sagittal")
+    crop_size: int = Field(96, ge=32, le=512, description="network input side, px")
+    margin: float = Field(0.35, ge=0.0, le=2.0, description="context on each side, fraction of the box")
+    pad: float = Field(1.25, ge=1.0, le=2.0, description="padded crop / view, room for augmentation")
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: str = Field("imagenet", description="'imagenet', 'none' or a state-dict path")
+    hidden: int = Field(256, ge=8)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    descriptors: bool = Field(True, description="feed region intensity descriptors beside the CNN features")
+    freeze_blocks: int = Field(2, ge=0, description="stem + this many backbone stages stay frozen")
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0.0, description="heads")
+    backbone_lr: float = Field(3e-4, ge=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    binary_weight: float = Field(1.0, ge=0.0)
+    pfirrmann_weight: float = Field(1.0, ge=0.0)
+    modic_weight: float = Field(0.5, ge=0.0)
+    pos_weight_power: float = Field(
+        0.5, ge=0.0, le=1.0, description="pos_weight = (negatives / positives) ** power per binary task"
+    )
+    augment: GraderAugment = GraderAugment()
+    folds: int = Field(5, ge=2)
+    seed: int = 0
+    threads: int | None = Field(1, ge=1, description="torch threads; None leaves torch's default")
+    pfirrmann_decode: Literal["expected", "argmax"] = "expected"
+    n_resamples: int = Field(1000, ge=0, description="patient bootstrap resamples for the CIs")
+    specificity_target: float = Field(0.88, gt=0.0, lt=1.0)
+    max_patients: int | None = Field(None, ge=2, description="use only the first N patients (tests)")
+    localizer_boxes: bool = Field(
+        False,
+        description="also train on the series without reference boxes, boxed by the bundled disc "
+        "localiser and graded from gradings.csv by (patient, ivd_label); metrics stay on reference boxes",
+    )
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes training (not threads / bootstrap settings)."""
+        skip = {"threads", "n_resamples", "specificity_target", "pfirrmann_decode"}
+        if not self.localizer_boxes:
+            skip.add("localizer_boxes")  # fingerprints of runs from before the option stay valid
+        payload = self.model_dump(mode="json", exclude=skip)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,199 @@
+"""Grade every disc of a sagittal MR slice: herniation, bulging, narrowing, Pfirrmann, Modic, ...
+
+:class:`DiscGrader` wraps the multi-task network of :mod:`spinedx.tasks.disc_grading.network` with its
+crop settings and the calibrators fitted on out-of-fold predictions
+(:func:`spinedx.tasks.disc_grading.train.train_grader` writes the file). Probabilities it returns are
+calibrated (Platt scaling per binary task, temperature scaling for Pfirrmann and Modic).
+
+>>> grader = DiscGrader.load("src/spinedx/models/weights/disc_grader.pt")   # doctest: +SKIP
+>>> grader.grade(pixels, [(190, 300, 270, 350)], [1])                     # doctest: +SKIP
+[{"herniation": {"probability": 0.03}, ..., "pfirrmann": {"grade": 4, "probabilities": [...]}, ...}]
+
+``pixels`` is the slice as read by :func:`spinedx.io.images.read_image` or
+:func:`spinedx.io.volumes.read_sagittal` (2-D, cranial up, anterior left); boxes are
+(xmin, ymin, xmax, ymax) around the disc and its adjacent endplates, in the same pixels, and
+``ivd_labels`` count discs upwards from 1 = L5/S1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import expit
+
+from spinedx.errors import InputError
+from spinedx.models.calibration import PlattScaler, TemperatureScaler, softmax_probabilities
+from spinedx.models.model_file import read_model_file, save_model_file
+from spinedx.models.precision import full_precision
+from spinedx.models.program import load_program, program_state_dict, trace_program
+from spinedx.tasks.disc_grading.network import (
+    BINARY_TASKS,
+    MODIC_GRADES,
+    OUTPUT_ORDER,
+    DiscGraderNet,
+    disc_crops,
+    level_index,
+    pfirrmann_grade,
+    pfirrmann_probabilities,
+    view_crops,
+)
+
+FORMAT = "spinedx.disc_grader/1"
+"""Format tag of disc grader model files."""
+REGISTRY_NAME = "disc_grader"
+"""Name of the bundled grader in the weights manifest."""
+
+
+class DiscGrader:
+    """A trained disc grader: network, crop settings, calibrators and operating points."""
+
+    def __init__(
+        self,
+        model: DiscGraderNet,
+        *,
+        crop: dict[str, Any],
+        calibration: dict[str, Any],
+        pfirrmann_decode: str = "expected",
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.crop_size = int(crop["size"])
+        self.margin = float(crop["margin"])
+        self.pad = float(crop["pad"])
+        self.calibration = calibration
+        self.pfirrmann_decode = pfirrmann_decode
+        self.meta = dict(meta or {})
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Operating point per binary task (Youden on out-of-fold calibrated probabilities)."""
+        return dict(self.calibration.get("thresholds", {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> DiscGrader:
+        """Read a grader written by :func:`spinedx.tasks.disc_grading.train.train_grader`."""
+        path = Path(path)
+        state = read_model_file(path, FORMAT, "a disc grader")
+        try:
+            model = load_program(state["program"]) if "program" in state else grader_network(state)
+            grader = cls(
+                model,
+                crop=state["crop"],
+                calibration=state["calibration"],
+                pfirrmann_decode=state.get("pfirrmann_decode", "expected"),
+                meta=state.get("meta", {}),
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{path}: damaged disc grader file ({exc.__class__.__name__}: {exc})") from exc
+        return grader
+
+    def compile(self, path: Path) -> Path:
+        """Rewrite the grader file at ``path`` (which this grader was loaded from) with its network
+        as a traced program in place of the state dict."""
+        state = read_model_file(path, FORMAT, "a disc grader")
+        example = (torch.rand(2, 1, self.crop_size, self.crop_size), torch.tensor([1, 2]))
+        state["program"] = trace_program(self.model, example)
+        state.pop("state_dict", None)
+        return save_model_file(path, state)
+
+    def probabilities(self, pixels: np.ndarray, boxes, ivd_labels) -> dict[str, np.ndarray]:
+        """Calibrated probabilities: ``binary`` (N, 6), ``pfirrmann`` (N, 5), ``modic`` (N, 4)."""
+        boxes = [tuple(float(v) for v in box) for box in boxes]
+        labels = [int(label) for label in ivd_labels]
+        if len(boxes) != len(labels):
+            raise InputError(f"disc grading: {len(boxes)} boxes but {len(labels)} ivd_labels")
+        for box in boxes:
+            if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
+                raise InputError(
+                    f"disc grading: box {box} is not (xmin, ymin, xmax, ymax) with positive size"
+                )
+        crops = disc_crops(pixels, boxes, self.crop_size, self.margin, self.pad)
+        with torch.inference_mode():
+            logits = predict_logits(self.model, crops, labels, self.crop_size)
+        return apply_calibration(logits, self.calibration)
+
+    def grade(self, pixels: np.ndarray, boxes: list[tuple], ivd_labels: list[int]) -> list[dict]:
+        """One dict per box (same order) with calibrated probabilities and grades, keys in SPIDER's order."""
+        probs = self.probabilities(pixels, boxes, ivd_labels)
+        pfirrmann = pfirrmann_grade(probs["pfirrmann"], self.pfirrmann_decode)
+        results = []
+        for i in range(len(probs["binary"])):
+            entry: dict[str, dict] = {}
+            for name in OUTPUT_ORDER:
+                if name == "pfirrmann":
+                    entry[name] = {
+                        "grade": int(pfirrmann[i]),
+                        "probabilities": [float(p) for p in probs["pfirrmann"][i]],
+                    }
+                elif name == "modic":
+                    entry[name] = {
+                        "grade": int(np.argmax(probs["modic"][i]) + MODIC_GRADES[0]),
+                        "probabilities": [float(p) for p in probs["modic"][i]],
+                    }
+                else:
+                    entry[name] = {"probability": float(probs["binary"][i, BINARY_TASKS.index(name)])}
+            results.append(entry)
+        return results
+
+
+@torch.no_grad()
+def predict_logits(model: DiscGraderNet, crops: np.ndarray, levels, size: int, batch_size: int = 64) -> dict:
+    """Raw logits of every head: ``binary`` (N, 6), ``pfirrmann`` (N, 4), ``modic`` (N, 4)."""
+    model.eval()
+    levels = torch.from_numpy(level_index(levels))
+    crops_t = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
+    parts: dict[str, list[np.ndarray]] = {"binary": [], "pfirrmann": [], "modic": []}
+    for begin in range(0, len(crops_t), batch_size):
+        images = view_crops(crops_t[begin : begin + batch_size], size)
+        outputs = model(images, levels[begin : begin + batch_size])
+        for key in parts:
+            parts[key].append(outputs[key].numpy())
+    return {
+        key: np.concatenate(value) if value else np.zeros((0, width), dtype=np.float32)
+        for (key, value), width in zip(parts.items(), (len(BINARY_TASKS), 4, len(MODIC_GRADES)), strict=True)
+    }
+
+
+def pfirrmann_probs_np(cumulative_logits: np.ndarray) -> np.ndarray:
+    return pfirrmann_probabilities(torch.as_tensor(np.asarray(cumulative_logits, dtype=np.float64))).numpy()
+
+
+def apply_calibration(logits: dict, calibration: dict | None) -> dict[str, np.ndarray]:
+    """Probabilities of raw logits: ``binary`` (N, 6), ``pfirrmann`` (N, 5), ``modic`` (N, 4).
+
+    ``calibration`` None gives the uncalibrated probabilities (sigmoid / CORAL / softmax).
+    """
+    binary = np.asarray(logits["binary"], dtype=np.float64)
+    if calibration is None:
+        return {
+            "binary": expit(binary),
+            "pfirrmann": pfirrmann_probs_np(logits["pfirrmann"]),
+            "modic": softmax_probabilities(logits["modic"]),
+        }
+    columns = [
+        PlattScaler(**calibration["binary"][task]).apply(binary[:, j]) for j, task in enumerate(BINARY_TASKS)
+    ]
+    return {
+        "binary": np.stack(columns, 1) if columns else binary,
+        "pfirrmann": TemperatureScaler(**calibration["pfirrmann"]).apply(
+            logits["pfirrmann"], pfirrmann_probs_np
+        ),
+        "modic": TemperatureScaler(**calibration["modic"]).apply(logits["modic"]),
+    }
+
+
+def grader_network(state: dict[str, Any]) -> DiscGraderNet:
+    """The eager network of a grader file's state (``model`` settings and the float16 weights, of its
+    ``state_dict`` or its ``program``), for training on or exporting."""
+    settings = dict(state["model"])
+    network = DiscGraderNet(
+        settings["backbone"], pretrained="none", hidden=settings["hidden"], dropout=settings["dropout"]
+    )
+    weights = (
+        program_state_dict(state["program"]) if "program" in state else full_precision(state["state_dict"])
+    )
+    network.load_state_dict(weights)
+    return network.eval()

@@ -1,0 +1,834 @@
+"""Train and cross-validate the per-disc MRI grader (:mod:`spinedx.tasks.disc_grading.network`).
+
+:func:`cross_validate_grader` runs a patient-grouped K-fold CV (t1/t2/t2_SPACE of one patient
+always in one fold; folds stratified by herniation, the rarest graded finding) on the boxed discs
+of a spider-sagittal folder and writes to ``out_dir``:
+
+``cv_metrics.json``
+    model and level-only baseline side by side (AUROC, AP, sensitivity/specificity at the
+    operating point and at specificity 0.88, Pfirrmann kappa/balanced accuracy, Modic accuracy,
+    95 % patient-bootstrap CIs), ECE before/after calibration, time per fold, and the calibrators
+    and operating points fitted on *all* out-of-fold predictions (used by :func:`train_grader`).
+``oof_predictions.csv``
+    one row per disc: identifiers, fold, grades, raw logits, calibrated and baseline probabilities.
+``fold_k/``
+    per-epoch checkpoints (``last.pt``, written atomically) and ``predictions.npz`` once the fold
+    is done, so a killed run resumes where it stopped; ``disc_grader.pt``, the fold's deployable
+    grader with its cross-fitted calibration (for end-to-end out-of-fold evaluation).
+
+Honesty rules: the test fold is never used for training, early stopping, calibration or
+thresholds. Calibrators for fold k are fitted on the out-of-fold predictions of the *other*
+folds (cross-fitting) and the operating point (Youden) is chosen on them too. The level-only
+baseline uses the grade prevalence per level in the training folds.
+
+``GraderConfig.localizer_boxes`` adds the series without reference boxes, boxed by the bundled disc
+localiser (which never sees grades) and graded from gradings.csv by (patient, ivd_label); the
+detections are cached in ``localizer_boxes.csv`` in ``out_dir``. Those discs only train: the
+headline metrics stay on the reference-boxed discs (whose folds are the same as without the
+option), and the same metrics on all discs go under ``all_discs``.
+
+:func:`train_grader` trains the final model on all boxed discs with the same recipe and saves it
+with the calibrators of the CV run; :class:`spinedx.tasks.disc_grading.model.DiscGrader` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from spinedx.errors import InputError
+from spinedx.evaluation.calibration import expected_calibration_error
+from spinedx.evaluation.grading import (
+    binary_task_metrics,
+    multiclass_metrics,
+    ordinal_metrics,
+    youden_threshold,
+)
+from spinedx.io.atomic import atomic_path, atomic_write_text
+from spinedx.io.images import read_image
+from spinedx.io.spider import level_name, read_spider
+from spinedx.models.calibration import PlattScaler, TemperatureScaler
+from spinedx.models.model_file import save_model_file
+from spinedx.models.precision import half_precision
+from spinedx.tasks.disc_grading.config import GraderConfig
+from spinedx.tasks.disc_grading.model import FORMAT, apply_calibration, pfirrmann_probs_np, predict_logits
+from spinedx.tasks.disc_grading.network import (
+    BINARY_TASKS,
+    MODIC_GRADES,
+    PFIRRMANN_GRADES,
+    DiscGraderNet,
+    disc_crops,
+    jitter_intensity,
+    level_index,
+    pfirrmann_grade,
+    view_crops,
+)
+from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+CV_METRICS = "cv_metrics.json"
+OOF_PREDICTIONS = "oof_predictions.csv"
+FOLD_PREDICTIONS = "predictions.npz"
+GRADER_NAME = "disc_grader.pt"
+
+
+# --------------------------------------------------------------------------- data
+
+
+REFERENCE = "reference"
+LOCALIZER = "localizer"
+LOCALIZER_CACHE = "localizer_boxes.csv"
+_DETECTION_COLUMNS = ["image_id", "ivd_label", "level", "xmin", "ymin", "xmax", "ymax", "score"]
+
+
+@dataclass
+class GradingData:
+    table: pd.DataFrame
+    """One row per disc (discs.csv columns + ``box_source``: "reference" or "localizer"), index 0..N-1."""
+    crops: np.ndarray
+    """(N, P, P) float32 padded, normalised crops."""
+
+
+def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> GradingData:
+    """Read the boxed discs of ``config.data_root`` and cut their crops.
+
+    With ``config.localizer_boxes`` the discs the bundled localiser finds on every series without
+    reference boxes are added (``box_source`` "localizer"), graded from gradings.csv by
+    (patient, ivd_label); discs without a grading row are left out. The localiser never sees
+    grades. Its detections are cached in ``cache_dir/localizer_boxes.csv`` (per localiser sha256).
+    """
+    dataset = read_spider(config.data_root)
+    table = dataset.discs.reset_index(drop=True)
+    if table.empty:
+        raise InputError(f"{config.data_root / 'discs.csv'}: no boxed discs to grade")
+    table["box_source"] = REFERENCE
+    if config.localizer_boxes:
+        extra = _localizer_rows(dataset, table, cache_dir)
+        if not extra.empty:
+            table = pd.concat([table, extra[table.columns]], ignore_index=True)
+    if config.max_patients is not None:
+        keep = sorted(table["patient"].unique(), key=_natural)[: config.max_patients]
+        table = table[table["patient"].isin(keep)].reset_index(drop=True)
+    parts: list[np.ndarray] = []
+    order: list[np.ndarray] = []
+    for image_id, rows in table.groupby("image_id", sort=False):
+        pixels = read_image(dataset.image_path(image_id)).pixels
+        boxes = rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy()
+        parts.append(disc_crops(pixels, boxes, config.crop_size, config.margin, config.pad))
+        order.append(rows.index.to_numpy())
+    crops = np.empty((len(table),) + parts[0].shape[1:], dtype=np.float32)
+    for index, part in zip(order, parts, strict=True):
+        crops[index] = part
+    return GradingData(table, crops)
+
+
+def _load_localizer():
+    from spinedx.models.registry import resolve_weights
+    from spinedx.tasks.disc_localization.model import DiscLocalizer
+
+    entry = resolve_weights("disc_localizer")
+    return DiscLocalizer.load(entry.path), entry.sha256
+
+
+def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) -> pd.DataFrame:
+    """Graded localiser discs on the series of ``dataset`` that have no reference boxes."""
+    boxed = set(reference["image_id"].astype(str))
+    graded = set(dataset.gradings["patient"].astype(str))
+    series = dataset.series[
+        ~dataset.series["image_id"].astype(str).isin(boxed)
+        & dataset.series["patient"].astype(str).isin(graded)
+    ]
+    if series.empty:
+        return pd.DataFrame(columns=reference.columns)
+    localizer, sha = _load_localizer()
+    cache = Path(cache_dir) / LOCALIZER_CACHE if cache_dir is not None else None
+    detections = pd.DataFrame(columns=[*_DETECTION_COLUMNS, "localizer_sha256"])
+    if cache is not None and cache.is_file():
+        detections = pd.read_csv(cache, dtype={"image_id": str, "localizer_sha256": str})
+        detections = detections[detections["localizer_sha256"] == sha]
+    done = set(detections["image_id"].astype(str))
+    todo = [i for i in series["image_id"].astype(str) if i not in done]
+    if todo:
+        rows = []
+        began = time.perf_counter()
+        for image_id in todo:
+            found, _ = localizer.detect(read_image(dataset.image_path(image_id)).pixels)
+            if not found:  # remember the series was looked at
+                rows.append({"image_id": image_id, "ivd_label": -1, "level": "", "score": 0.0})
+            for d in found:
+                xmin, ymin, xmax, ymax = d.box
+                rows.append(
+                    dict(image_id=image_id, ivd_label=d.ivd_label, level=d.level, xmin=xmin, ymin=ymin)
+                    | dict(xmax=xmax, ymax=ymax, score=d.score)
+                )
+        logger.info("localiser: %d series in %.0fs", len(todo), time.perf_counter() - began)
+        new = pd.DataFrame(rows, columns=_DETECTION_COLUMNS).assign(localizer_sha256=sha)
+        detections = pd.concat([detections, new], ignore_index=True) if len(detections) else new
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                detections.to_csv(tmp, index=False, float_format="%.3f")
+    detections = detections[
+        detections["image_id"].astype(str).isin(set(series["image_id"].astype(str)))
+        & (detections["ivd_label"].astype(int) > 0)
+    ].copy()
+    detections["image_id"] = detections["image_id"].astype(str)
+    detections["ivd_label"] = detections["ivd_label"].astype(int)
+    # One box per (series, level): the strongest, should the localiser ever repeat a label.
+    detections = detections.sort_values("score", ascending=False).drop_duplicates(["image_id", "ivd_label"])
+    meta = series[["image_id", "patient", "sequence"]].astype({"image_id": str})
+    gradings = dataset.gradings.drop(columns=["level"]).astype({"patient": str})
+    rows = detections.drop(columns=["level"]).merge(meta.astype({"patient": str}), on="image_id")
+    rows = rows.merge(gradings, on=["patient", "ivd_label"], how="inner")
+    rows["level"] = [level_name(int(label)) for label in rows["ivd_label"]]
+    rows["box_source"] = LOCALIZER
+    for column in reference.columns:
+        if column not in rows.columns:
+            rows[column] = np.nan
+    rows = rows.astype({c: reference[c].dtype for c in reference.columns if c in ("patient", "image_id")})
+    order = rows["image_id"].map(_natural).tolist()
+    rows = rows.iloc[sorted(range(len(rows)), key=lambda i: (order[i], -int(rows["ivd_label"].iloc[i])))]
+    return rows[reference.columns].reset_index(drop=True)
+
+
+def _natural(value: str):
+    return (0, int(value), "") if str(value).isdigit() else (1, 0, str(value))
+
+
+def _reference_mask(table: pd.DataFrame) -> np.ndarray:
+    if "box_source" not in table.columns:
+        return np.ones(len(table), dtype=bool)
+    return (table["box_source"] == REFERENCE).to_numpy()
+
+
+def patient_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number per row: patient-grouped, stratified by herniation (every series of a patient together).
+
+    Patients with reference boxes are split as if the table held only the reference-boxed discs
+    (so a run with localiser boxes tests the reference discs in the same folds as one without);
+    the patients that only have localiser boxes are then split on their own, and localiser rows of
+    a patient with reference boxes follow that patient's fold.
+    """
+    reference = _reference_mask(table)
+    folds = np.full(len(table), -1, dtype=np.int64)
+    folds[reference] = _grouped_folds(table[reference], n_folds, seed)
+    if reference.all():
+        return folds
+    fold_of = dict(zip(table["patient"].astype(str)[reference], folds[reference], strict=True))
+    patients = table["patient"].astype(str)
+    known = patients.isin(fold_of).to_numpy()
+    folds[~reference & known] = patients[~reference & known].map(fold_of).to_numpy()
+    rest = ~reference & ~known
+    if rest.any():
+        others = table[rest]
+        if others["patient"].nunique() >= n_folds:
+            folds[rest] = _grouped_folds(others, n_folds, seed)
+        else:
+            names = sorted(others["patient"].astype(str).unique(), key=_natural)
+            rank = {name: i % n_folds for i, name in enumerate(names)}
+            folds[rest] = others["patient"].astype(str).map(rank).to_numpy()
+    return folds
+
+
+def _grouped_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = table["patient"].astype(str).to_numpy()
+    if len(np.unique(groups)) < n_folds:
+        raise InputError(f"grader CV: {len(np.unique(groups))} patients cannot fill {n_folds} folds")
+    folds = np.full(len(table), -1, dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(table)), table["herniation"], groups)):
+        folds[test] = k
+    return folds
+
+
+def _targets(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {
+        "binary": np.array(table[list(BINARY_TASKS)].to_numpy(np.float32)),
+        "pfirrmann": np.array(table["pfirrmann"].to_numpy(np.int64)),
+        "modic": np.array(table["modic"].to_numpy(np.int64)),
+        "level": np.array(level_index(table["ivd_label"])),
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def build_model(config: GraderConfig, *, pretrained: str | None = None) -> DiscGraderNet:
+    model = DiscGraderNet(
+        config.backbone,
+        pretrained=config.pretrained if pretrained is None else pretrained,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        descriptors=config.descriptors,
+        margin=config.margin,
+    )
+    model.set_frozen_blocks(config.freeze_blocks)
+    return model
+
+
+def _pos_weight(binary: np.ndarray, power: float) -> torch.Tensor:
+    positives = binary.sum(0)
+    negatives = len(binary) - positives
+    ratio = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
+    return torch.tensor(np.maximum(ratio, 1e-3) ** power, dtype=torch.float32)
+
+
+def grader_loss(
+    outputs: dict[str, torch.Tensor],
+    binary: torch.Tensor,
+    pfirrmann: torch.Tensor,
+    modic: torch.Tensor,
+    *,
+    pos_weight: torch.Tensor,
+    weights: tuple[float, float, float] = (1.0, 1.0, 0.5),
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of: binary BCE (pos_weight), CORAL BCE on ``grade > k``, Modic cross-entropy."""
+    bce = F.binary_cross_entropy_with_logits(outputs["binary"], binary, pos_weight=pos_weight)
+    levels = torch.arange(PFIRRMANN_GRADES[0], PFIRRMANN_GRADES[-1], device=pfirrmann.device)
+    above = (pfirrmann[:, None] > levels[None, :]).float()
+    coral = F.binary_cross_entropy_with_logits(outputs["pfirrmann"], above)
+    ce = F.cross_entropy(outputs["modic"], modic - MODIC_GRADES[0])
+    total = weights[0] * bce + weights[1] * coral + weights[2] * ce
+    return total, {"binary": bce.item(), "pfirrmann": coral.item(), "modic": ce.item()}
+
+
+def _optimizer(model: DiscGraderNet, config: GraderConfig) -> torch.optim.Optimizer:
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    own = {id(p) for p in model.backbone.parameters()}
+    heads = [p for p in model.parameters() if id(p) not in own]
+    groups = [{"params": heads, "lr": config.lr}]
+    if backbone and config.backbone_lr > 0:
+        groups.append({"params": backbone, "lr": config.backbone_lr})
+    else:
+        for parameter in backbone:
+            parameter.requires_grad = False
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def _schedule(config: GraderConfig, steps_per_epoch: int):
+    total = max(config.epochs * steps_per_epoch, 1)
+    warmup = config.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+    return factor
+
+
+def fit_grader(
+    config: GraderConfig,
+    crops: np.ndarray,
+    table: pd.DataFrame,
+    work_dir: Path,
+    *,
+    seed: int,
+    log_prefix: str = "",
+) -> tuple[DiscGraderNet, dict]:
+    """Train on ``crops``/``table``; checkpoints ``work_dir/last.pt`` each epoch and resumes from it."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = build_model(config)
+    optimizer = _optimizer(model, config)
+    n = len(table)
+    steps_per_epoch = max(n // config.batch_size, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps_per_epoch))
+    generator = torch.Generator().manual_seed(seed)
+    targets = _targets(table)
+    pos_weight = _pos_weight(targets["binary"], config.pos_weight_power)
+    weights = (config.binary_weight, config.pfirrmann_weight, config.modic_weight)
+    crops_t = torch.from_numpy(np.ascontiguousarray(crops))
+    binary_t = torch.from_numpy(targets["binary"])
+    pfirrmann_t = torch.from_numpy(targets["pfirrmann"])
+    modic_t = torch.from_numpy(targets["modic"])
+    level_t = torch.from_numpy(targets["level"])
+    history: list[dict] = []
+    start = 0
+    fingerprint = config.fingerprint()
+    last = work_dir / LAST
+    if last.is_file():
+        state = load_checkpoint(last)
+        if state.get("fingerprint") == fingerprint and state.get("n") == n:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            history = list(state["history"])
+            start = int(state["epoch"])
+            logger.info("%sresuming after epoch %d", log_prefix, start)
+        else:
+            logger.warning("%s%s: from another config or data; starting afresh", log_prefix, last)
+    aug = config.augment
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        totals: dict[str, float] = {"loss": 0.0, "binary": 0.0, "pfirrmann": 0.0, "modic": 0.0}
+        seen = 0
+        for step in range(steps_per_epoch):
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            images = view_crops(
+                crops_t[index],
+                config.crop_size,
+                generator=generator,
+                rotation_deg=aug.rotation_deg,
+                scale=aug.scale,
+                translate=aug.translate,
+            )
+            images = jitter_intensity(
+                images,
+                generator=generator,
+                gamma=aug.gamma,
+                contrast=aug.contrast,
+                brightness=aug.brightness,
+                noise=aug.noise,
+            )
+            outputs = model(images, level_t[index])
+            loss, parts = grader_loss(
+                outputs,
+                binary_t[index],
+                pfirrmann_t[index],
+                modic_t[index],
+                pos_weight=pos_weight,
+                weights=weights,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            size = len(index)
+            seen += size
+            totals["loss"] += loss.item() * size
+            for key, value in parts.items():
+                totals[key] += value * size
+        record = {key: value / max(seen, 1) for key, value in totals.items()}
+        record.update(epoch=epoch + 1, seconds=time.perf_counter() - began)
+        history.append(record)
+        logger.info(
+            "%sepoch %d/%d loss %.4f (%.1fs)",
+            log_prefix,
+            epoch + 1,
+            config.epochs,
+            record["loss"],
+            record["seconds"],
+        )
+        save_checkpoint(
+            last,
+            {
+                "fingerprint": fingerprint,
+                "n": n,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "history": history,
+            },
+        )
+    model.eval()
+    return model, {"history": history, "resumed_from_epoch": start}
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def fit_calibration(logits: dict, table: pd.DataFrame) -> dict:
+    """Platt scaling per binary task, temperature for Pfirrmann (CORAL) and Modic; Youden operating points."""
+    targets = _targets(table)
+    binary = {}
+    thresholds = {}
+    for j, task in enumerate(BINARY_TASKS):
+        scaler = PlattScaler.fit(logits["binary"][:, j], targets["binary"][:, j])
+        binary[task] = scaler.as_dict()
+        thresholds[task] = youden_threshold(
+            targets["binary"][:, j].astype(np.int64), scaler.apply(logits["binary"][:, j])
+        )
+    pfirrmann = TemperatureScaler.fit(
+        logits["pfirrmann"], targets["pfirrmann"] - PFIRRMANN_GRADES[0], pfirrmann_probs_np
+    )
+    modic = TemperatureScaler.fit(logits["modic"], targets["modic"] - MODIC_GRADES[0])
+    return {
+        "binary": binary,
+        "pfirrmann": pfirrmann.as_dict(),
+        "modic": modic.as_dict(),
+        "thresholds": thresholds,
+    }
+
+
+# --------------------------------------------------------------------------- level-only baseline
+
+
+def level_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-level grade prevalence in ``train`` (overall prevalence for levels ``train`` lacks)."""
+    train_levels = level_index(train["ivd_label"])
+    test_levels = level_index(test["ivd_label"])
+
+    def distribution(values: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+        overall = np.array([(values == c).mean() for c in classes])
+        out = np.empty((len(test), len(classes)))
+        for i, level in enumerate(test_levels):
+            inside = values[train_levels == level]
+            out[i] = [(inside == c).mean() for c in classes] if len(inside) else overall
+        return out
+
+    binary = (
+        np.stack([distribution(train[task].to_numpy(), (0, 1))[:, 1] for task in BINARY_TASKS], 1)
+        if BINARY_TASKS
+        else np.zeros((len(test), 0))
+    )
+    return {
+        "binary": binary,
+        "pfirrmann": distribution(train["pfirrmann"].to_numpy(), PFIRRMANN_GRADES),
+        "modic": distribution(train["modic"].to_numpy(), MODIC_GRADES),
+    }
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _metrics(
+    probs: dict[str, np.ndarray],
+    thresholds: np.ndarray,
+    table: pd.DataFrame,
+    config: GraderConfig,
+    *,
+    pfirrmann_pred: np.ndarray,
+) -> dict:
+    groups = table["patient"].astype(str).to_numpy()
+    targets = _targets(table)
+    out: dict = {}
+    for j, task in enumerate(BINARY_TASKS):
+        out[task] = binary_task_metrics(
+            targets["binary"][:, j].astype(np.int64),
+            probs["binary"][:, j],
+            threshold=thresholds[:, j],
+            groups=groups,
+            n_resamples=config.n_resamples,
+            seed=config.seed,
+            specificity_target=config.specificity_target,
+        )
+    out["pfirrmann"] = ordinal_metrics(
+        targets["pfirrmann"],
+        pfirrmann_pred,
+        labels=PFIRRMANN_GRADES,
+        groups=groups,
+        n_resamples=config.n_resamples,
+        seed=config.seed,
+    )
+    out["pfirrmann"]["ece"] = expected_calibration_error(probs["pfirrmann"], targets["pfirrmann"] - 1)
+    modic_pred = probs["modic"].argmax(1) + MODIC_GRADES[0]
+    out["modic"] = multiclass_metrics(
+        targets["modic"], modic_pred, groups=groups, n_resamples=config.n_resamples, seed=config.seed
+    )
+    out["modic"]["ece"] = expected_calibration_error(probs["modic"], targets["modic"] - MODIC_GRADES[0])
+    return out
+
+
+def _summary(metrics: dict) -> dict[str, float]:
+    """Point estimates only, for a one-glance comparison."""
+    out = {}
+    for task in BINARY_TASKS:
+        out[f"{task}_auroc"] = metrics[task]["auroc"]["estimate"]
+        out[f"{task}_ap"] = metrics[task]["average_precision"]["estimate"]
+    out["pfirrmann_kappa"] = metrics["pfirrmann"]["kappa_quadratic"]["estimate"]
+    out["pfirrmann_balanced_accuracy"] = metrics["pfirrmann"]["balanced_accuracy"]["estimate"]
+    out["modic_accuracy"] = metrics["modic"]["accuracy"]["estimate"]
+    return out
+
+
+# --------------------------------------------------------------------------- CV
+
+
+def _set_threads(config: GraderConfig) -> None:
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
+    """Patient-grouped K-fold CV of model and level-only baseline; returns what ``cv_metrics.json`` holds."""
+    _set_threads(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = load_grading_data(config, cache_dir=out_dir)
+    table = data.table
+    folds = patient_folds(table, config.folds, config.seed)
+    n = len(table)
+    logits = {
+        "binary": np.zeros((n, len(BINARY_TASKS))),
+        "pfirrmann": np.zeros((n, len(PFIRRMANN_GRADES) - 1)),
+        "modic": np.zeros((n, len(MODIC_GRADES))),
+    }
+    fold_info = []
+    fingerprint = config.fingerprint()
+    for k in range(config.folds):
+        test = np.flatnonzero(folds == k)
+        train = np.flatnonzero(folds != k)
+        fold_dir = out_dir / f"fold_{k}"
+        done = fold_dir / FOLD_PREDICTIONS
+        info_path = fold_dir / "fold.json"
+        cached = None
+        if done.is_file() and info_path.is_file():
+            info = json.loads(info_path.read_text())
+            if info.get("fingerprint") == fingerprint and info.get("test_rows") == test.tolist():
+                cached = np.load(done)
+        if cached is None:
+            began = time.perf_counter()
+            model, fit = fit_grader(
+                config,
+                data.crops[train],
+                table.iloc[train].reset_index(drop=True),
+                fold_dir,
+                seed=config.seed * 1000 + k,
+                log_prefix=f"fold {k}: ",
+            )
+            train_seconds = time.perf_counter() - began
+            predicted = predict_logits(
+                model, data.crops[test], table["ivd_label"].iloc[test], config.crop_size
+            )
+            info = {
+                "fold": k,
+                "fingerprint": fingerprint,
+                "test_rows": test.tolist(),
+                "n_train": len(train),
+                "n_test": len(test),
+                "test_patients": sorted(set(table["patient"].iloc[test]), key=_natural),
+                "train_seconds": train_seconds,
+                "resumed_from_epoch": fit["resumed_from_epoch"],
+                "history": fit["history"],
+            }
+            _save_npz(done, **predicted)
+            atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+            cached = predicted
+        for key in logits:
+            logits[key][test] = cached[key]
+        fold_info.append({key: info[key] for key in ("fold", "n_train", "n_test", "train_seconds")})
+        fold_info[-1]["n_test_patients"] = len(info["test_patients"])
+        fold_info[-1]["seconds_per_epoch"] = float(np.mean([h["seconds"] for h in info["history"]]))
+
+    # Cross-fitted calibration, thresholds and level baseline: fold k only sees the other folds.
+    raw = apply_calibration(logits, None)
+    calibrated = {key: np.zeros_like(value) for key, value in raw.items()}
+    thresholds = np.zeros((n, len(BINARY_TASKS)))
+    baseline = {key: np.zeros_like(value) for key, value in raw.items()}
+    baseline_thresholds = np.zeros((n, len(BINARY_TASKS)))
+    targets = _targets(table)
+    for k in range(config.folds):
+        test = folds == k
+        train = ~test
+        calibration = fit_calibration({key: v[train] for key, v in logits.items()}, table[train])
+        probs = apply_calibration({key: v[test] for key, v in logits.items()}, calibration)
+        for key in calibrated:
+            calibrated[key][test] = probs[key]
+        thresholds[test] = [calibration["thresholds"][task] for task in BINARY_TASKS]
+        fold_dir = out_dir / f"fold_{k}"
+        _save_grader(
+            fold_dir / GRADER_NAME,
+            config,
+            load_checkpoint(fold_dir / LAST)["model"],
+            calibration,
+            {"fold": k, "test_patients": json.loads((fold_dir / "fold.json").read_text())["test_patients"]},
+        )
+        base_test = level_baseline(table[train], table[test])
+        base_train = level_baseline(table[train], table[train])
+        for key in baseline:
+            baseline[key][test] = base_test[key]
+        baseline_thresholds[test] = [
+            youden_threshold(targets["binary"][train, j].astype(np.int64), base_train["binary"][:, j])
+            for j in range(len(BINARY_TASKS))
+        ]
+
+    # Headline metrics on the reference-boxed discs only (comparable with runs without localiser
+    # boxes); with localiser boxes the same metrics on all discs go under "all_discs".
+    decode = config.pfirrmann_decode
+
+    def evaluate(rows: np.ndarray) -> dict:
+        sub = table[rows].reset_index(drop=True)
+        cal = {key: value[rows] for key, value in calibrated.items()}
+        base = {key: value[rows] for key, value in baseline.items()}
+        model_metrics = _metrics(
+            cal, thresholds[rows], sub, config, pfirrmann_pred=pfirrmann_grade(cal["pfirrmann"], decode)
+        )
+        baseline_metrics = _metrics(
+            base,
+            baseline_thresholds[rows],
+            sub,
+            config,
+            pfirrmann_pred=pfirrmann_grade(base["pfirrmann"], "argmax"),
+        )
+        ece = {}
+        for j, task in enumerate(BINARY_TASKS):
+            y = targets["binary"][rows, j]
+            ece[task] = {
+                "raw": expected_calibration_error(raw["binary"][rows, j], y),
+                "calibrated": expected_calibration_error(cal["binary"][:, j], y),
+            }
+        for task, offset in (("pfirrmann", PFIRRMANN_GRADES[0]), ("modic", MODIC_GRADES[0])):
+            y = targets[task][rows] - offset
+            ece[task] = {
+                "raw": expected_calibration_error(raw[task][rows], y),
+                "calibrated": expected_calibration_error(cal[task], y),
+            }
+        alternatives = {
+            rule: float(
+                ordinal_metrics(
+                    targets["pfirrmann"][rows],
+                    pfirrmann_grade(cal["pfirrmann"], rule),
+                    labels=PFIRRMANN_GRADES,
+                    n_resamples=0,
+                )["kappa_quadratic"]["estimate"]
+            )
+            for rule in ("expected", "argmax")
+        }
+        return {
+            "data": {
+                "n_discs": int(rows.sum()),
+                "n_series": int(sub["image_id"].nunique()),
+                "n_patients": int(sub["patient"].nunique()),
+            },
+            "summary": {"model": _summary(model_metrics), "level_baseline": _summary(baseline_metrics)},
+            "model": model_metrics,
+            "level_baseline": baseline_metrics,
+            "ece": ece,
+            "pfirrmann_kappa_by_decode": alternatives,
+        }
+
+    reference = _reference_mask(table)
+    headline = evaluate(reference)
+    result = {
+        "config": config.model_dump(mode="json"),
+        "data": headline["data"],
+        "folds": fold_info,
+        **{key: value for key, value in headline.items() if key != "data"},
+        "deploy_calibration": fit_calibration(logits, table),
+    }
+    if not reference.all():
+        result["data"]["n_localizer_discs"] = int((~reference).sum())
+        result["data"]["n_training_discs"] = n
+        result["all_discs"] = evaluate(np.ones(n, dtype=bool))
+    atomic_write_text(out_dir / CV_METRICS, json.dumps(_finite(result), indent=2) + "\n")
+    _write_oof(out_dir / OOF_PREDICTIONS, table, folds, logits, calibrated, baseline)
+    return result
+
+
+def _finite(value):
+    """JSON-safe copy: NaN/inf become None."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _write_oof(path: Path, table: pd.DataFrame, folds, logits, calibrated, baseline) -> None:
+    frame = table[
+        [
+            "image_id",
+            "patient",
+            "sequence",
+            "ivd_label",
+            "level",
+            *BINARY_TASKS,
+            "pfirrmann",
+            "modic",
+            "box_source",
+        ]
+    ].copy()
+    frame.insert(0, "fold", folds)
+    for j, task in enumerate(BINARY_TASKS):
+        frame[f"{task}_logit"] = logits["binary"][:, j]
+        frame[f"{task}_prob"] = calibrated["binary"][:, j]
+        frame[f"{task}_baseline"] = baseline["binary"][:, j]
+    for j in range(logits["pfirrmann"].shape[1]):
+        frame[f"pfirrmann_gt{PFIRRMANN_GRADES[j]}_logit"] = logits["pfirrmann"][:, j]
+    for j, grade in enumerate(PFIRRMANN_GRADES):
+        frame[f"pfirrmann_p{grade}"] = calibrated["pfirrmann"][:, j]
+    for j, grade in enumerate(MODIC_GRADES):
+        frame[f"modic_logit{grade}"] = logits["modic"][:, j]
+        frame[f"modic_p{grade}"] = calibrated["modic"][:, j]
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+# --------------------------------------------------------------------------- final model
+
+
+def train_grader(
+    config: GraderConfig, out_path: Path, *, cv_dir: Path | None = None, work_dir: Path | None = None
+) -> Path:
+    """Train on all boxed discs and save the grader with the calibration of a CV run.
+
+    ``cv_dir`` holds a finished :func:`cross_validate_grader` run of the same config; when None the
+    CV runs (or resumes) in ``<out_path stem>_cv`` beside ``out_path``. Epoch checkpoints of the
+    final training go to ``work_dir`` (default ``.<out_path stem>_train`` beside ``out_path``).
+    """
+    _set_threads(config)
+    out_path = Path(out_path)
+    cv_dir = Path(cv_dir) if cv_dir is not None else out_path.parent / f"{out_path.stem}_cv"
+    metrics_path = cv_dir / CV_METRICS
+    if metrics_path.is_file():
+        cv = json.loads(metrics_path.read_text())
+        if GraderConfig(**cv["config"]).fingerprint() != config.fingerprint():
+            raise InputError(f"{metrics_path}: CV run of another config; rerun it or pass a matching cv_dir")
+    else:
+        cv = _finite(cross_validate_grader(config, cv_dir))
+    data = load_grading_data(config, cache_dir=cv_dir)
+    work = Path(work_dir) if work_dir is not None else out_path.parent / f".{out_path.stem}_train"
+    began = time.perf_counter()
+    model, fit = fit_grader(
+        config, data.crops, data.table, work, seed=config.seed * 1000 + 999, log_prefix="final: "
+    )
+    meta = {
+        "config": config.model_dump(mode="json"),
+        "train_seconds": time.perf_counter() - began,
+        "n_discs": len(data.table),
+        "n_patients": int(data.table["patient"].nunique()),
+        "cv_summary": cv["summary"],
+        "history": fit["history"],
+    }
+    return _save_grader(out_path, config, model.state_dict(), cv["deploy_calibration"], meta)
+
+
+def _save_grader(path: Path, config: GraderConfig, state_dict: dict, calibration: dict, meta: dict) -> Path:
+    """The file :meth:`spinedx.tasks.disc_grading.model.DiscGrader.load` reads (weights in float16)."""
+    weights = half_precision(state_dict)
+    payload = {
+        "format": FORMAT,
+        "model": {
+            "backbone": config.backbone,
+            "hidden": config.hidden,
+            "dropout": config.dropout,
+            "descriptors": config.descriptors,
+            "margin": config.margin,
+        },
+        "crop": {"size": config.crop_size, "margin": config.margin, "pad": config.pad},
+        "pfirrmann_decode": config.pfirrmann_decode,
+        "state_dict": weights,
+        "calibration": calibration,
+        "meta": meta,
+    }
+    save_model_file(path, payload)
+    return path

@@ -1,0 +1,45 @@
+"""The disc localiser's recipe section (``localizer:`` of an ``mri-discs`` recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ConfigDict, Field
+
+from spinedx.recipes import Strict
+
+
+class LocalizerConfig(Strict):
+    """Recipe of the disc localiser (training and cross-validation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_root: Path = Path("../shared/data/spider-sagittal")
+    image_size: int = Field(256, ge=32, le=1024, description="side of the square network input, px")
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    num_res_units: int = Field(1, ge=0)
+    epochs: int = Field(60, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    batch_size: int = Field(8, ge=1)
+    seed: int = 0
+    threads: int = Field(1, ge=1)
+    folds: int = Field(5, ge=2)
+    use_synthetic: bool = False
+    synthetic_patients: int = Field(40, ge=1, description="synthetic patients (t1 + t2 each)")
+    synthetic_root: Path | None = Field(
+        None, description="a synthetic spider-layout folder; None generates one under out_dir"
+    )
+    rotation_deg: float = Field(10.0, ge=0.0, le=45.0)
+    scale_range: tuple[float, float] = (0.85, 1.25)
+    translate: float = Field(0.08, ge=0.0, lt=0.5, description="fraction of the input side")
+    cut_probability: float = Field(
+        0.2, ge=0.0, le=1.0, description="chance of blanking the image above or below a random row"
+    )
+    gamma_range: tuple[float, float] = (0.6, 1.6)
+    noise_std: float = Field(0.03, ge=0.0)
+    hflip_probability: float = Field(0.0, ge=0.0, le=1.0, description="left-right flips (never up-down)")
+    iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    bootstrap_resamples: int = Field(1000, ge=0)
+    max_images: int | None = Field(None, ge=1, description="use only the first N boxed series (tests)")

@@ -1,0 +1,445 @@
+"""Train the MRI disc localiser and measure it with patient-grouped cross-validation.
+
+:func:`cross_validate_localizer` splits the boxed series of a spider-sagittal folder into
+``folds`` groups of patients (:class:`sklearn.model_selection.GroupKFold`, shuffled by ``seed``),
+trains one model per fold on the other folds (plus synthetic series when ``use_synthetic``),
+calibrates its boxes on its own training images, and detects discs on the held-out patients.
+``cv_metrics.json`` holds per fold and pooled: disc recall at IoU >= 0.5, precision and level
+accuracy of matched discs, each with a 95% bootstrap interval over patients. It then trains the
+final model on all series and writes ``disc_localizer.pt`` (:func:`train_localizer`).
+
+Every epoch ends with an atomic checkpoint (``fold_k/last.pt``, ``final/last.pt``); a finished
+fold leaves ``fold_k/result.json`` (per-image detections and counts) and its deployable model
+``fold_k/disc_localizer.pt``. Running the same call again
+on the same ``out_dir`` resumes where training stopped (finished folds are only re-evaluated); a
+different config on a used ``out_dir`` is refused.
+
+Example::
+
+    from spinedx.tasks.disc_localization.train import LocalizerConfig, cross_validate_localizer
+    cross_validate_localizer(LocalizerConfig(data_root="../shared/data/spider-sagittal"), "runs/discs")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from spinedx.data.letterbox import letterbox
+from spinedx.errors import InputError
+from spinedx.evaluation.bootstrap import bootstrap_many
+from spinedx.evaluation.detection import count_detections, level_accuracy, precision, recall
+from spinedx.io.atomic import atomic_write_text
+from spinedx.io.spider import read_spider
+from spinedx.io.volumes import read_sagittal
+from spinedx.tasks.disc_localization.config import LocalizerConfig
+from spinedx.tasks.disc_localization.model import DiscLocalizer, LocalizerSettings
+from spinedx.tasks.disc_localization.network import build_disc_localizer, render_targets
+from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
+
+WEIGHTS_NAME = "disc_localizer.pt"
+METRICS_NAME = "cv_metrics.json"
+
+
+@dataclass
+class _Record:
+    image_id: str
+    patient: str
+    pixels: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class _Sample:
+    image: torch.Tensor  # (1, S, S)
+    target: torch.Tensor  # (S, S) int64
+
+
+def _config_hash(config: LocalizerConfig) -> str:
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _settings(config: LocalizerConfig) -> LocalizerSettings:
+    return LocalizerSettings(
+        input_size=config.image_size,
+        model={"channels": list(config.channels), "num_res_units": config.num_res_units},
+    )
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_boxed_series(root: Path, max_images: int | None = None, prefix: str = "") -> list[_Record]:
+    """Every series of a spider-layout folder that has disc boxes, with its pixels."""
+    dataset = read_spider(root)
+    records = []
+    image_ids = sorted(dataset.discs["image_id"].unique().tolist())
+    if max_images is not None:
+        image_ids = image_ids[:max_images]
+    for image_id in image_ids:
+        rows = dataset.discs[dataset.discs["image_id"] == image_id]
+        pixels = read_sagittal(dataset.image_path(image_id)).pixels
+        records.append(
+            _Record(
+                image_id=prefix + str(image_id),
+                patient=prefix + str(rows["patient"].iloc[0]),
+                pixels=pixels,
+                boxes=rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy(np.float64),
+                labels=rows["ivd_label"].to_numpy(np.int64),
+            )
+        )
+    if not records:
+        raise InputError(f"{root / 'discs.csv'}: no disc boxes to train on")
+    return records
+
+
+def _synthetic_records(config: LocalizerConfig, out_dir: Path) -> list[_Record]:
+    root = config.synthetic_root
+    if root is None:
+        from spinedx.synth.mri import generate_mri_dataset
+
+        root = out_dir / "synthetic"
+        if not (root / "discs.csv").is_file():
+            generate_mri_dataset(root, n_patients=config.synthetic_patients, seed=config.seed + 1000)
+    return load_boxed_series(Path(root), prefix="synth-")
+
+
+def _prepare(records: list[_Record], size: int) -> list[_Sample]:
+    samples = []
+    for record in records:
+        image, geometry = letterbox(record.pixels, size)
+        target = render_targets(record.boxes, record.labels, geometry)
+        samples.append(_Sample(image=image[0], target=torch.from_numpy(target)))
+    return samples
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _augment(images: torch.Tensor, targets: torch.Tensor, config: LocalizerConfig, gen: torch.Generator):
+    """Random affine (rotation, scale, shift; up-down never flipped), partial field of view, intensity."""
+    n, _, size, _ = images.shape
+
+    def uniform(low: float, high: float, shape=(n,)) -> torch.Tensor:
+        return low + (high - low) * torch.rand(shape, generator=gen)
+
+    angle = uniform(-config.rotation_deg, config.rotation_deg) * math.pi / 180
+    low, high = config.scale_range
+    scale = torch.exp(uniform(math.log(low), math.log(high)))
+    aspect = torch.exp(uniform(-0.08, 0.08))
+    sx, sy = scale * aspect, scale / aspect
+    flip = torch.where(torch.rand(n, generator=gen) < config.hflip_probability, -1.0, 1.0)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = cos / sx * flip
+    theta[:, 0, 1] = -sin / sy
+    theta[:, 1, 0] = sin / sx * flip
+    theta[:, 1, 1] = cos / sy
+    theta[:, :, 2] = uniform(-2 * config.translate, 2 * config.translate, (n, 2))
+    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    targets = (
+        F.grid_sample(
+            targets[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )[:, 0]
+        .round()
+        .long()
+    )
+
+    # Partial field of view: blank everything below (or above) a random row.
+    rows = torch.arange(size)[None, :, None]
+    cut = torch.rand(n, generator=gen) < config.cut_probability
+    below = torch.rand(n, generator=gen) < 0.7
+    at = (uniform(0.35, 0.95) * size).long()
+    blank = torch.where(below[:, None, None], rows >= at[:, None, None], rows < (size - at)[:, None, None])
+    blank = blank & cut[:, None, None]
+    blank = blank.expand(n, size, size)
+    images = images.masked_fill(blank[:, None], 0.0)
+    targets = targets.masked_fill(blank, 0)
+
+    # Intensity: gamma, contrast/brightness, noise.
+    g_low, g_high = config.gamma_range
+    gamma = torch.exp(uniform(math.log(g_low), math.log(g_high)))[:, None, None, None]
+    images = images.clamp(0.0, 1.0) ** gamma
+    contrast = uniform(0.8, 1.2)[:, None, None, None]
+    brightness = uniform(-0.08, 0.08)[:, None, None, None]
+    images = images * contrast + brightness
+    sigma = uniform(0.0, config.noise_std)[:, None, None, None]
+    images = images + sigma * torch.randn(images.shape, generator=gen)
+    return images, targets
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _lr_at(step: int, total: int, config: LocalizerConfig) -> float:
+    warmup = max(1, int(config.warmup_fraction * total))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _fit(
+    samples: list[_Sample],
+    config: LocalizerConfig,
+    run_dir: Path,
+    log: Callable[[str], None],
+) -> tuple[torch.nn.Module, float]:
+    """Train on ``samples`` with per-epoch checkpoints in ``run_dir``; (model, training seconds)."""
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(config.seed)
+    model = build_disc_localizer(config.channels, config.num_res_units)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+    steps_per_epoch = math.ceil(len(samples) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    digest = _config_hash(config)
+    start_epoch, elapsed = 0, 0.0
+    checkpoint = run_dir / LAST
+    if checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        if state.get("config_hash") != digest or state.get("n_samples") != len(samples):
+            raise InputError(f"{checkpoint}: written by a different config or data; use a new out_dir")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed_s"])
+        log(f"{run_dir.name}: resumed after epoch {start_epoch}")
+
+    images_all = torch.stack([s.image for s in samples])
+    targets_all = torch.stack([s.target for s in samples])
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(len(samples), generator=gen)
+        model.train()
+        losses = []
+        for b in range(steps_per_epoch):
+            index = order[b * config.batch_size : (b + 1) * config.batch_size]
+            images, targets = _augment(images_all[index], targets_all[index], config, gen)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(epoch * steps_per_epoch + b, total, config)
+            loss = loss_fn(model(images), targets[:, None])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        elapsed += time.perf_counter() - started
+        save_checkpoint(
+            checkpoint,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "elapsed_s": elapsed,
+                "config_hash": digest,
+                "n_samples": len(samples),
+            },
+        )
+        if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
+            log(
+                f"{run_dir.name}: epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.4f} ({elapsed:.0f} s)"
+            )
+    return model.eval(), elapsed
+
+
+def _localizer(model: torch.nn.Module, config: LocalizerConfig, records: list[_Record]) -> DiscLocalizer:
+    localizer = DiscLocalizer(model, _settings(config), meta={"config": config.model_dump(mode="json")})
+    localizer.calibrate([r.pixels for r in records], [r.boxes for r in records])
+    return localizer
+
+
+def train_localizer(
+    config: LocalizerConfig, out_dir: str | Path, log: Callable[[str], None] = print
+) -> DiscLocalizer:
+    """Train on every boxed series (plus synthetic ones if asked); write ``out_dir/disc_localizer.pt``."""
+    torch.set_num_threads(config.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = load_boxed_series(Path(config.data_root), config.max_images)
+    train = records + (_synthetic_records(config, out_dir) if config.use_synthetic else [])
+    model, seconds = _fit(_prepare(train, config.image_size), config, out_dir / "final", log)
+    localizer = _localizer(model, config, records)
+    localizer.meta.update({"train_images": len(train), "train_seconds": round(seconds, 1)})
+    localizer.save(out_dir / WEIGHTS_NAME)
+    log(f"final model: {out_dir / WEIGHTS_NAME}")
+    return localizer
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(localizer: DiscLocalizer, records: list[_Record], iou_threshold: float) -> list[dict]:
+    rows = []
+    for record in records:
+        started = time.perf_counter()
+        detections, warnings = localizer.detect(record.pixels)
+        seconds = time.perf_counter() - started
+        counts = count_detections(
+            [d.box for d in detections],
+            record.boxes,
+            [d.ivd_label for d in detections],
+            record.labels.tolist(),
+            iou_threshold,
+        )
+        rows.append(
+            {
+                "image_id": record.image_id,
+                "patient": record.patient,
+                "n_pred": counts.n_pred,
+                "n_ref": counts.n_ref,
+                "n_matched": counts.n_matched,
+                "n_level_correct": counts.n_level_correct,
+                "seconds": round(seconds, 4),
+                "detections": [
+                    {
+                        "box": [round(v, 1) for v in d.box],
+                        "score": round(d.score, 3),
+                        "ivd_label": d.ivd_label,
+                    }
+                    for d in detections
+                ],
+                "warnings": warnings,
+            }
+        )
+    return rows
+
+
+def summarize(rows: list[dict], n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Pooled recall, precision and level accuracy with 95% bootstrap intervals over patients."""
+    if not rows:
+        return {}
+    column = {k: np.array([r[k] for r in rows]) for k in ("n_pred", "n_ref", "n_matched", "n_level_correct")}
+    groups = np.array([r["patient"] for r in rows])
+    results = bootstrap_many(
+        {
+            "recall": lambda m, r, p, c: recall(m, r),
+            "precision": lambda m, r, p, c: precision(m, p),
+            "level_accuracy": lambda m, r, p, c: level_accuracy(c, m),
+        },
+        column["n_matched"],
+        column["n_ref"],
+        column["n_pred"],
+        column["n_level_correct"],
+        groups=groups,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    summary = {
+        name: {"estimate": res.estimate, "ci95": [res.lower, res.upper]} for name, res in results.items()
+    }
+    summary.update(
+        n_images=len(rows),
+        n_patients=len(set(groups.tolist())),
+        n_ref=int(column["n_ref"].sum()),
+        n_pred=int(column["n_pred"].sum()),
+        n_matched=int(column["n_matched"].sum()),
+        n_level_correct=int(column["n_level_correct"].sum()),
+        images_all_levels_right=int(
+            sum(r["n_matched"] == r["n_ref"] == r["n_level_correct"] == r["n_pred"] for r in rows)
+        ),
+        mean_detect_seconds=float(np.mean([r["seconds"] for r in rows])),
+    )
+    return summary
+
+
+def cross_validate_localizer(
+    config: LocalizerConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+    *,
+    train_final: bool = True,
+) -> dict:
+    """Patient-grouped K-fold CV; writes ``cv_metrics.json`` (and the final model unless told not to)."""
+    from sklearn.model_selection import GroupKFold
+
+    torch.set_num_threads(config.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(config, out_dir)
+    records = load_boxed_series(Path(config.data_root), config.max_images)
+    synthetic = _synthetic_records(config, out_dir) if config.use_synthetic else []
+    patients = np.array([r.patient for r in records])
+    if len(set(patients.tolist())) < config.folds:
+        raise InputError(
+            f"{config.data_root}: {len(set(patients.tolist()))} patients, fewer than {config.folds} folds"
+        )
+    splitter = GroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    folds, all_rows = [], []
+    for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(records)), groups=patients)):
+        fold_dir = out_dir / f"fold_{k}"
+        train = [records[i] for i in train_idx]
+        test = [records[i] for i in test_idx]
+        # A finished fold only reloads its weights; evaluation always reruns (seconds), so the
+        # figures follow the current post-processing code.
+        model, seconds = _fit(_prepare(train + synthetic, config.image_size), config, fold_dir, log)
+        localizer = _localizer(model, config, train)
+        # The fold's deployable model lets `spinedx evaluate-discs --cv-run` score every patient
+        # end to end with a localiser that never saw them.
+        localizer.save(fold_dir / WEIGHTS_NAME)
+        result = {
+            "fold": k,
+            "train_images": len(train) + len(synthetic),
+            "test_images": len(test),
+            "test_patients": sorted({r.patient for r in test}),
+            "train_seconds": round(seconds, 1),
+            "calibration": localizer.calibration.as_dict(),
+            "images": _evaluate(localizer, test, config.iou_threshold),
+        }
+        atomic_write_text(fold_dir / "result.json", json.dumps(result, indent=1) + "\n")
+        summary = summarize(result["images"], config.bootstrap_resamples, config.seed)
+        log(
+            f"fold {k}: recall {summary['recall']['estimate']:.3f} precision "
+            f"{summary['precision']['estimate']:.3f} level acc {summary['level_accuracy']['estimate']:.3f}"
+        )
+        folds.append(
+            {
+                "fold": k,
+                "train_images": result["train_images"],
+                "train_seconds": result["train_seconds"],
+                "calibration": result["calibration"],
+                **summary,
+            }
+        )
+        all_rows.extend(result["images"])
+    metrics = {
+        "config": config.model_dump(mode="json"),
+        "iou_threshold": config.iou_threshold,
+        "pooled": summarize(all_rows, config.bootstrap_resamples, config.seed),
+        "folds": folds,
+    }
+    atomic_write_text(out_dir / METRICS_NAME, json.dumps(metrics, indent=1) + "\n")
+    pooled = metrics["pooled"]
+    log(
+        "pooled: "
+        + ", ".join(
+            f"{name} {pooled[name]['estimate']:.3f} [{pooled[name]['ci95'][0]:.3f}, {pooled[name]['ci95'][1]:.3f}]"
+            for name in ("recall", "precision", "level_accuracy")
+        )
+    )
+    if train_final:
+        train_localizer(config, out_dir, log)
+    return metrics
+
+
+def _check_out_dir(config: LocalizerConfig, out_dir: Path) -> None:
+    """Record the config in ``out_dir``; refuse a folder used with a different one."""
+    path = out_dir / "config.yaml"
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
+    if path.is_file() and path.read_text() != text:
+        raise InputError(f"{path}: {out_dir} was used with a different config; use a new out_dir")
+    if not path.is_file():
+        atomic_write_text(path, text)

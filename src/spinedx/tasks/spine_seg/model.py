@@ -1,0 +1,44 @@
+"""Segment a sagittal slice into background / vertebra / disc / spinal canal with the bundled U-Net.
+
+The label map (:data:`spinedx.io.masks.SEG_LABELS`) has the shape of the slice's pixels, so it
+lines up with the disc boxes of the findings and with the pixel spacing of the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spinedx.io.volumes import SagittalSlice
+from spinedx.models.registry import resolve_weights
+from spinedx.tasks.spine_seg.network import load_segmenter, segment_pixels
+
+REGISTRY_NAME = "spine_segmenter"
+WEIGHTS_NAME = "spine_segmenter.pt"
+"""File name of the segmenter in run folders and in the package."""
+
+
+@dataclass
+class SpineSegmenter:
+    model: torch.nn.Module
+    input_size: int
+    version: str = "unversioned"
+
+    @classmethod
+    def load(cls, path: Path, version: str = "unversioned") -> SpineSegmenter:
+        model, settings = load_segmenter(path)
+        return cls(model, int(settings["input_size"]), version)
+
+    @classmethod
+    def bundled(cls) -> SpineSegmenter:
+        """The segmenter shipped inside the package (verified against its sha256)."""
+        weights = resolve_weights(REGISTRY_NAME)
+        return cls.load(weights.path, weights.version)
+
+    def segment(self, image: SagittalSlice | np.ndarray) -> np.ndarray:
+        """(H, W) uint8 label map of ``image`` (a slice or its (H, W) pixels)."""
+        pixels = image.pixels if isinstance(image, SagittalSlice) else np.asarray(image)
+        return segment_pixels(self.model, pixels, self.input_size)
