@@ -2,10 +2,12 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+DEMO_MRI := data/synth-mri
+DEMO_ANALYSIS := runs/demo-analysis
 DEMO_DATA := data/synth-xray
 DEMO_RUN := runs/demo
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install system-tools clean
 
 $(BIN)/spinedx.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,18 +17,29 @@ $(BIN)/spinedx.installed: pyproject.toml
 
 install: $(BIN)/spinedx.installed
 
+# dcmtk's dsrdump checks the DICOM SR that spinedx writes; installed when we may (root with apt),
+# otherwise those checks skip.
+system-tools:
+	@command -v dsrdump >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null) || \
+		echo "note: dcmtk not installed; SR parsing checks will skip"; }
+
 demo: install
+	test -f $(DEMO_MRI)/series.csv || $(BIN)/spinedx synth mri --out $(DEMO_MRI) --patients 2 --seed 7
+	$(BIN)/spinedx analyze $(DEMO_MRI)/images/*.png --task mri-discs --out $(DEMO_ANALYSIS)
+	@echo "MRI study reports: $(abspath $(DEMO_ANALYSIS))/*/report.html"
 	test -f $(DEMO_DATA)/annotations.csv || $(BIN)/spinedx synth xray --out $(DEMO_DATA) --n 300 --seed 42
 	$(BIN)/spinedx train configs/xray_lesions.yaml --out $(DEMO_RUN)
 	$(BIN)/spinedx evaluate $(DEMO_RUN)
-	@echo "report: $(abspath $(DEMO_RUN))/report.html"
+	@echo "MRI study reports: $(abspath $(DEMO_ANALYSIS))/*/report.html"
+	@echo "radiograph classifier report: $(abspath $(DEMO_RUN))/report.html"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/generate_reference.py
+	$(BIN)/ruff format --check src tests benchmarks docs/generate_reference.py
 
-test: lint
+test: lint system-tools
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:
-	rm -rf $(DEMO_RUN) $(DEMO_DATA)
+	rm -rf $(DEMO_RUN) $(DEMO_DATA) $(DEMO_ANALYSIS) $(DEMO_MRI)

@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SPIDER = SHARED_DATA / "spider-sagittal"
+# Recipe sections that leave their data paths out take them from here (tests that read them skip
+# when the folder is absent).
+os.environ.setdefault("SPINEDX_DATA", str(SHARED_DATA))
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from spinedx.cli import app
 from spinedx.errors import InputError
 from spinedx.io.findings import SCHEMA, read_findings
+from spinedx.io.output_location import output_stem as input_stem
 from spinedx.io.volumes import read_sagittal
 from spinedx.pipelines import analyze as analyze_module
-from spinedx.pipelines.analyze import analyze_inputs, input_stem, resolve_task
+from spinedx.pipelines.analyze import analyze_inputs, resolve_task
 from spinedx.pipelines.mri_discs.measure import disc_heights
 from spinedx.pipelines.mri_discs.pipeline import NO_DISC_WARNING, MriDiscPipeline
 from spinedx.tasks.disc_localization.model import DiscDetection

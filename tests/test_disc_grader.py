@@ -238,7 +238,7 @@ def _tiny_config(root: Path, **extra) -> GraderConfig:
         pretrained="none",
         hidden=16,
         freeze_blocks=0,
-        n_resamples=20,
+        bootstrap_resamples=20,
         threads=1,
     )
     values.update(extra)

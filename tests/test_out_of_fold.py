@@ -34,7 +34,7 @@ def tiny_cv_run(tmp_path_factory) -> tuple[Path, Path]:
         ),
         grader=GraderConfig(
             data_root=root, crop_size=40, epochs=1, folds=2, batch_size=16, pretrained="none", hidden=16,
-            freeze_blocks=0, n_resamples=20, threads=1,
+            freeze_blocks=0, bootstrap_resamples=20, threads=1,
         ),
         input_check=InputCheckConfig(
             positives=[root], negatives=[], synthetic_mri_patients=0, synthetic_xray_images=0,

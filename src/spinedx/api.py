@@ -21,6 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spinedx.errors import InputError
+from spinedx.io.output_location import check_output_location
+
 if TYPE_CHECKING:
     from spinedx.data.check import DatasetReport
     from spinedx.pipelines.analyze import AnalyzedInput
@@ -28,6 +31,12 @@ if TYPE_CHECKING:
     from spinedx.tasks.spine_seg.evaluate import SegEvaluation
     from spinedx.tasks.xray_lesions.evaluate import EvaluationOutcome
     from spinedx.tasks.xray_lesions.predict import Predictions
+
+
+def _check_resamples(n_resamples: int) -> None:
+    """Option values are checked before any work starts."""
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 0:
+        raise InputError(f"--bootstrap: expected a number of resamples >= 0, got {n_resamples!r}")
 
 
 def tasks() -> list[dict[str, Any]]:
@@ -41,6 +50,7 @@ def synth_xray(out_dir: str | Path, n_images: int = 300, seed: int = 42, image_s
     """Synthetic radiographs; returns the annotation CSV."""
     from spinedx.synth.xray import generate_xray_dataset
 
+    check_output_location(Path(out_dir))
     return generate_xray_dataset(Path(out_dir), n_images=n_images, seed=seed, image_size=image_size)
 
 
@@ -48,6 +58,7 @@ def synth_mri(out_dir: str | Path, n_patients: int = 40, seed: int = 42, image_s
     """Synthetic sagittal lumbar MRI in the spider-sagittal layout (with masks); returns the folder."""
     from spinedx.synth.mri import generate_mri_dataset
 
+    check_output_location(Path(out_dir))
     return generate_mri_dataset(
         Path(out_dir), n_patients=n_patients, seed=seed, image_size=(image_size, image_size)
     )
@@ -88,6 +99,7 @@ def train(config: str | Path, run_dir: str | Path | None = None, overrides: list
     recipe = load_recipe(config, overrides)
     trainer = get_task(recipe.task).load("train")
     target = Path(run_dir) if run_dir else Path("runs") / recipe.name
+    check_output_location(target)
     return trainer(recipe, target, register_into=BUNDLED_DIR if bundle else None)
 
 
@@ -96,6 +108,9 @@ def evaluate(run_dir: str | Path, csv: str | Path | None = None, images: str | P
     """A radiograph classifier run scored on its held-out test studies (or on ``csv``/``images``)."""
     from spinedx.tasks.xray_lesions.evaluate import evaluate_run
 
+    _check_resamples(n_resamples)
+    if out_dir is not None:
+        check_output_location(Path(out_dir))
     return evaluate_run(
         Path(run_dir),
         csv=Path(csv) if csv else None,
@@ -117,19 +132,30 @@ def predict(
     return predict_images(TrainedClassifier.load(Path(run_dir)), [Path(p) for p in images], boxes)
 
 
-def analyze_iter(
-    inputs: list[str | Path], out_dir: str | Path, task: str | None = None
-) -> Iterator[AnalyzedInput]:
+def analyze_iter(inputs: list[str | Path], out_dir: str | Path, task: str | None = None,
+                 dicom: bool = False) -> Iterator[AnalyzedInput]:  # fmt: skip
     """Like :func:`analyze`, yielding each input's result as soon as it is written."""
     from spinedx.pipelines.analyze import analyze_inputs
 
-    return analyze_inputs([Path(p) for p in inputs], Path(out_dir), task)
+    check_output_location(Path(out_dir))
+    return analyze_inputs([Path(p) for p in inputs], Path(out_dir), task, dicom=dicom)
 
 
-def analyze(inputs: list[str | Path], out_dir: str | Path, task: str | None = None) -> list[AnalyzedInput]:
+def analyze(inputs: list[str | Path], out_dir: str | Path, task: str | None = None,
+            dicom: bool = False) -> list[AnalyzedInput]:  # fmt: skip
     """Findings per input with the bundled models (files as ``spinedx analyze`` writes them);
-    an input that fails has ``error`` set and the others go on."""
-    return list(analyze_iter(inputs, out_dir, task))
+    an input that fails has ``error`` set and the others go on. ``dicom``: also the DICOM SR, SEG
+    and Secondary Capture of each DICOM input, next to its findings.json."""
+    return list(analyze_iter(inputs, out_dir, task, dicom))
+
+
+def deidentify(in_dir: str | Path, out_dir: str | Path, uid_map: str | Path) -> list[Path]:
+    """DICOM PS3.15 basic-profile de-identification of every DICOM file under ``in_dir`` into
+    ``out_dir``; the old -> new UID map is kept in ``uid_map`` (JSON) for re-identification on site."""
+    from spinedx.dicom.deid import deidentify_tree
+
+    check_output_location(Path(out_dir))
+    return deidentify_tree(Path(in_dir), Path(out_dir), Path(uid_map))
 
 
 def evaluate_discs(data: str | Path, out_dir: str | Path, cv_run: str | Path | None = None,
@@ -138,6 +164,8 @@ def evaluate_discs(data: str | Path, out_dir: str | Path, cv_run: str | Path | N
     models of ``cv_run`` for out-of-fold figures)."""
     from spinedx.pipelines.mri_discs.evaluate import evaluate_discs as run_evaluation
 
+    _check_resamples(n_resamples)
+    check_output_location(Path(out_dir))
     return run_evaluation(Path(data), Path(out_dir), n_resamples=n_resamples,
                           cv_run=Path(cv_run) if cv_run else None)  # fmt: skip
 
@@ -148,4 +176,6 @@ def evaluate_seg(
     """A spine segmenter (run folder, weight file or ``"bundled"``) scored on an image/mask folder."""
     from spinedx.tasks.spine_seg.evaluate import evaluate_segmenter
 
+    _check_resamples(n_resamples)
+    check_output_location(Path(out_dir))
     return evaluate_segmenter(model, Path(data), Path(out_dir), n_resamples=n_resamples)

@@ -142,8 +142,13 @@ def predict(
     import pandas as pd
 
     from spinedx.io.atomic import atomic_write_text
+    from spinedx.io.output_location import check_output_location
 
+    if out:
+        check_output_location(out, folder=False)
     result = api.predict(run_dir, images, boxes)
+    for line in result.warnings:
+        typer.echo(f"warning: {line}", err=True)
     for line in result.errors:
         typer.echo(f"error: {line}", err=True)
     if output_format is OutputFormat.json:
@@ -170,10 +175,15 @@ def analyze(
     as_json: Annotated[
         bool, typer.Option("--json", help="also print one JSON object per input on stdout")
     ] = False,
+    dicom: Annotated[
+        bool, typer.Option("--dicom", help="DICOM inputs: also sr.dcm (TID 1500), seg.dcm and overlay.dcm")
+    ] = False,
 ) -> None:
     """Findings per input with the bundled models: findings.json, overlay.png and report.html."""
     failed = 0
-    for result in api.analyze_iter(inputs, out, task):
+    for result in api.analyze_iter(inputs, out, task, dicom=dicom):
+        if result.note:
+            typer.echo(f"warning: {result.note}", err=True)
         if result.error:
             failed += 1
             typer.echo(f"error: {result.error}", err=True)
@@ -243,6 +253,21 @@ def evaluate_seg(
     }
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
+
+
+@app.command()
+def deid(
+    in_dir: Annotated[Path, typer.Argument(help="folder of DICOM files (searched recursively)")],
+    out_dir: Annotated[
+        Path, typer.Argument(help="output folder: <study>/<series>/<instance>.dcm by new UIDs")
+    ],
+    uid_map: Annotated[
+        Path, typer.Option(help="JSON file of old -> new UIDs (read and extended; keep it on site)")
+    ] = Path("uid_map.json"),
+) -> None:
+    """De-identify DICOM files (PS3.15 basic profile); the UID map allows re-identification on site."""
+    written = api.deidentify(in_dir, out_dir, uid_map)
+    typer.echo(f"wrote {len(written)} de-identified files to {out_dir}; UID map: {uid_map}")
 
 
 @app.command("tasks")

@@ -8,8 +8,9 @@ schema problem into one line naming the field. Which schema applies is the task 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,3 +87,23 @@ class Recipe(Strict):
         if not value or "/" in value:
             raise ValueError("must be a non-empty name without '/'")
         return value
+
+
+DATA_ENV = "SPINEDX_DATA"
+"""Folder holding the data sets by name; recipe data paths left out are taken from under it."""
+
+
+def data_paths_from_env(values: Any, defaults: dict[str, str | list[str]]) -> Any:
+    """Recipe ``values`` with each missing data-path field of ``defaults`` (names of data sets, e.g.
+    ``{"data_root": "spider-sagittal"}``) set under ``$SPINEDX_DATA``; without the variable they stay
+    missing, and the schema reports them as required fields."""
+    folder = os.environ.get(DATA_ENV)
+    if not folder or not isinstance(values, dict):
+        return values
+    filled = dict(values)
+    for field_name, names in defaults.items():
+        if field_name not in filled:
+            filled[field_name] = (
+                [Path(folder) / n for n in names] if isinstance(names, list) else Path(folder) / names
+            )
+    return filled

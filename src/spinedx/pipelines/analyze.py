@@ -21,7 +21,9 @@ import numpy as np
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_bytes
 from spinedx.io.findings import Findings, write_findings
+from spinedx.io.limits import MIN_SPINE_SIDE
 from spinedx.io.masks import write_label_nifti, write_label_png, write_label_table
+from spinedx.io.output_location import atomic_directory, unique_output_names
 from spinedx.io.volumes import SagittalSlice, read_sagittal
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.report.overlay import render_overlay
@@ -35,14 +37,8 @@ class AnalyzedInput:
     findings: Findings | None = None
     out_dir: Path | None = None
     error: str | None = None
-
-
-def input_stem(path: Path) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    note: str | None = None
+    """Said about the input without failing it (e.g. that its output folder was renamed)."""
 
 
 def resolve_task(image: SagittalSlice, requested: str | None) -> str:
@@ -61,28 +57,45 @@ def resolve_task(image: SagittalSlice, requested: str | None) -> str:
 
 
 def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
-                   pipeline: MriDiscPipeline | None = None) -> Iterator[AnalyzedInput]:  # fmt: skip
-    """Analyse each input in turn, yielding as each finishes; models load once, on first need."""
-    for path in paths:
-        path = Path(path)
+                   pipeline: MriDiscPipeline | None = None, *, dicom: bool = False) -> Iterator[AnalyzedInput]:  # fmt: skip
+    """Analyse each input in turn, yielding as each finishes; models load once, on first need.
+
+    Each input gets its own folder ``out_dir/<name>`` (inputs with the same stem are told apart as
+    ``<stem>-2``, …, and the result says so), written whole or not at all. With ``dicom`` the
+    folder also holds the DICOM SR, SEG and Secondary Capture of a DICOM input
+    (:func:`spinedx.dicom.write_dicom_results`); for another input that is an error.
+    """
+    names = unique_output_names([Path(p) for p in paths])
+    notes = dict(zip(names.renamed, names.notes(), strict=True))
+    for path, name in names.items():
         try:
-            image = read_sagittal(path)
-            name = resolve_task(image, task)
-            pipeline = pipeline or get_task(name).load("analyzer").bundled()
-            stem = input_stem(path)
-            findings, label_map = pipeline.analyze_with_label_map(image, stem)
-            target = Path(out_dir) / stem
-            target.mkdir(parents=True, exist_ok=True)
-            if label_map is not None:
-                _write_masks(findings, label_map, image, target)
-            buffer = io.BytesIO()
-            render_overlay(image.pixels, findings.discs).save(buffer, format="PNG")
-            atomic_write_bytes(target / "overlay.png", buffer.getvalue())
-            write_findings(findings, target / "findings.json")
-            write_study_report(target / "report.html", findings, buffer.getvalue())
-            yield AnalyzedInput(path, findings, target)
+            image = read_sagittal(path, min_side=MIN_SPINE_SIDE)
+            task_name = resolve_task(image, task)
+            pipeline = pipeline or get_task(task_name).load("analyzer").bundled()
+            findings, label_map = pipeline.analyze_with_label_map(image, name)
+            target = Path(out_dir) / name
+            with atomic_directory(target) as work:
+                _write_result(work, findings, label_map, image)
+                if dicom:
+                    from spinedx.dicom import write_dicom_results
+
+                    write_dicom_results(work, path)
+            yield AnalyzedInput(path, findings, target, note=notes.get(path))
         except InputError as exc:
             yield AnalyzedInput(path, error=str(exc))
+
+
+def _write_result(
+    folder: Path, findings: Findings, label_map: np.ndarray | None, image: SagittalSlice
+) -> None:
+    """findings.json (last: its presence marks a complete folder), overlay.png, report.html and masks."""
+    if label_map is not None:
+        _write_masks(findings, label_map, image, folder)
+    buffer = io.BytesIO()
+    render_overlay(image.pixels, findings.discs).save(buffer, format="PNG")
+    atomic_write_bytes(folder / "overlay.png", buffer.getvalue())
+    write_study_report(folder / "report.html", findings, buffer.getvalue())
+    write_findings(findings, folder / "findings.json")
 
 
 def _write_masks(findings: Findings, label_map: np.ndarray, image: SagittalSlice, target: Path) -> None:

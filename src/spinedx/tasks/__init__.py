@@ -76,7 +76,7 @@ class Task:
             "evaluate": self.evaluate,
             "analyzer": self.analyzer,
             "modalities": list(self.modalities),
-            "model_card": str(self.card) if self.card else None,
+            "model_card": str(self.card.relative_to(TASKS_DIR.parents[1])) if self.card else None,
             "bundled": [{"name": b.name, "format": b.format, **manifest_entry(b.name)} for b in self.bundled],
         }
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from spinedx.recipes import Strict
+from spinedx.recipes import Strict, data_paths_from_env
 
 
 class GraderAugment(Strict):
@@ -23,7 +23,9 @@ class GraderAugment(Strict):
 
 
 class GraderConfig(Strict):
-    data_root: Path = Path("../shared/data/spider-sagittal")
+    data_root: Path = Field(
+        description="spider-sagittal layout folder ($SPINEDX_DATA/spider-sagittal when left out)"
+    )
     crop_size: int = Field(96, ge=32, le=512, description="network input side, px")
     margin: float = Field(0.35, ge=0.0, le=2.0, description="context on each side, fraction of the box")
     pad: float = Field(1.25, ge=1.0, le=2.0, description="padded crop / view, room for augmentation")
@@ -48,9 +50,9 @@ class GraderConfig(Strict):
     augment: GraderAugment = GraderAugment()
     folds: int = Field(5, ge=2)
     seed: int = 0
-    threads: int | None = Field(1, ge=1, description="torch threads; None leaves torch's default")
+    threads: int = Field(1, ge=1, description="torch threads")
     pfirrmann_decode: Literal["expected", "argmax"] = "expected"
-    n_resamples: int = Field(1000, ge=0, description="patient bootstrap resamples for the CIs")
+    bootstrap_resamples: int = Field(1000, ge=0, description="patient bootstrap resamples for the CIs")
     specificity_target: float = Field(0.88, gt=0.0, lt=1.0)
     max_patients: int | None = Field(None, ge=2, description="use only the first N patients (tests)")
     localizer_boxes: bool = Field(
@@ -59,9 +61,14 @@ class GraderConfig(Strict):
         "localiser and graded from gradings.csv by (patient, ivd_label); metrics stay on reference boxes",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_env(cls, values: Any) -> Any:
+        return data_paths_from_env(values, {"data_root": "spider-sagittal"})
+
     def fingerprint(self) -> str:
         """Hash of everything that changes training (not threads / bootstrap settings)."""
-        skip = {"threads", "n_resamples", "specificity_target", "pfirrmann_decode"}
+        skip = {"threads", "bootstrap_resamples", "specificity_target", "pfirrmann_decode"}
         if not self.localizer_boxes:
             skip.add("localizer_boxes")  # fingerprints of runs from before the option stay valid
         payload = self.model_dump(mode="json", exclude=skip)

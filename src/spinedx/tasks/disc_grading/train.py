@@ -518,7 +518,7 @@ def _metrics(
             probs["binary"][:, j],
             threshold=thresholds[:, j],
             groups=groups,
-            n_resamples=config.n_resamples,
+            n_resamples=config.bootstrap_resamples,
             seed=config.seed,
             specificity_target=config.specificity_target,
         )
@@ -527,13 +527,13 @@ def _metrics(
         pfirrmann_pred,
         labels=PFIRRMANN_GRADES,
         groups=groups,
-        n_resamples=config.n_resamples,
+        n_resamples=config.bootstrap_resamples,
         seed=config.seed,
     )
     out["pfirrmann"]["ece"] = expected_calibration_error(probs["pfirrmann"], targets["pfirrmann"] - 1)
     modic_pred = probs["modic"].argmax(1) + MODIC_GRADES[0]
     out["modic"] = multiclass_metrics(
-        targets["modic"], modic_pred, groups=groups, n_resamples=config.n_resamples, seed=config.seed
+        targets["modic"], modic_pred, groups=groups, n_resamples=config.bootstrap_resamples, seed=config.seed
     )
     out["modic"]["ece"] = expected_calibration_error(probs["modic"], targets["modic"] - MODIC_GRADES[0])
     return out

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import Field, model_validator
 
-from spinedx.recipes import Strict
+from spinedx.recipes import Strict, data_paths_from_env
 
 
 class LocalizerConfig(Strict):
     """Recipe of the disc localiser (training and cross-validation)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    data_root: Path = Path("../shared/data/spider-sagittal")
+    data_root: Path = Field(
+        description="spider-sagittal layout folder ($SPINEDX_DATA/spider-sagittal when left out)"
+    )
     image_size: int = Field(256, ge=32, le=1024, description="side of the square network input, px")
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     num_res_units: int = Field(1, ge=0)
@@ -43,3 +44,8 @@ class LocalizerConfig(Strict):
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
     bootstrap_resamples: int = Field(1000, ge=0)
     max_images: int | None = Field(None, ge=1, description="use only the first N boxed series (tests)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_env(cls, values: Any) -> Any:
+        return data_paths_from_env(values, {"data_root": "spider-sagittal"})

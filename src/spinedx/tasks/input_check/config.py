@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
+
+from spinedx.recipes import Strict, data_paths_from_env
 
 
-class InputCheckConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class InputCheckConfig(Strict):
+    """Recipe section of the input check (positives: sagittal spine MR folders; negatives: anything else)."""
 
     positives: list[Path] = Field(
-        default_factory=lambda: [
-            Path("../shared/data/spider-sagittal"),
-            Path("../shared/data/mri-seg-small"),
-            Path("../shared/data/spider-vertebra-masks"),
-        ]
+        description="folders of sagittal spine MR slices ($SPINEDX_DATA/{spider-sagittal, mri-seg-small, "
+        "spider-vertebra-masks} when left out)"
     )
-    negatives: list[Path] = Field(default_factory=lambda: [Path("../shared/data/xray-vertebrae-ap")])
+    negatives: list[Path] = Field(
+        description="folders of non-MR images, e.g. radiographs ($SPINEDX_DATA/xray-vertebrae-ap when left out)"
+    )
     reorientations: list[Literal["rot90", "rot180", "rot270", "mirror_left_right", "mirror_up_down"]] = Field(
         default_factory=lambda: ["rot90", "rot180", "rot270"]
     )
@@ -31,4 +32,15 @@ class InputCheckConfig(BaseModel):
     refuse_threshold: float = Field(0.9, gt=0, lt=1, description="P(other) at which analysis is skipped")
     folds: int = Field(5, ge=2)
     seed: int = 0
-    threads: int | None = 1
+    threads: int = Field(1, ge=1, description="torch threads")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_env(cls, values: Any) -> Any:
+        return data_paths_from_env(
+            values,
+            {
+                "positives": ["spider-sagittal", "mri-seg-small", "spider-vertebra-masks"],
+                "negatives": ["xray-vertebrae-ap"],
+            },
+        )

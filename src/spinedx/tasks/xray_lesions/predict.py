@@ -10,6 +10,7 @@ import pandas as pd
 
 from spinedx.errors import InputError
 from spinedx.io.annotations import boxed_rows
+from spinedx.io.boxes import validate_rows
 from spinedx.io.images import read_image
 from spinedx.tasks.xray_lesions.model import TrainedClassifier
 
@@ -18,15 +19,19 @@ from spinedx.tasks.xray_lesions.model import TrainedClassifier
 class Predictions:
     records: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Boxes clipped to their image (scored as clipped)."""
 
 
 def predict_images(
     classifier: TrainedClassifier, images: list[Path], boxes: pd.DataFrame | None = None
 ) -> Predictions:
     """One record per ROI: the boxes of ``boxes`` whose image_id is the image's file stem, else the
-    whole image. An unreadable image is reported in ``errors`` and the rest go on."""
+    whole image. An unreadable image or a box that is degenerate or entirely outside its image is
+    reported in ``errors`` (naming the CSV row) and the rest go on; boxes partly outside are clipped."""
     result = Predictions()
     boxed = boxed_rows(boxes) if boxes is not None else None
+    source = boxes.attrs.get("source", "boxes CSV") if boxes is not None else None
     for path in images:
         path = Path(path)
         try:
@@ -39,6 +44,12 @@ def predict_images(
             rows = boxed[boxed["image_id"].astype(str) == path.stem]
             if rows.empty:
                 result.errors.append(f"{path}: no boxes for image_id '{path.stem}' in the boxes CSV")
+                continue
+            checked = validate_rows(rows, width, height, lambda index: f"{source} row {index}")
+            result.errors.extend(checked.errors)
+            result.warnings.extend(checked.warnings)
+            rows = checked.rows
+            if rows.empty:
                 continue
             regions = [((r.xmin, r.ymin, r.xmax, r.ymax), r.lesion_type, r.rad_id) for r in rows.itertuples()]
         else:
