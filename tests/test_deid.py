@@ -118,3 +118,18 @@ def test_damaged_uid_map_is_an_input_error(series, tmp_path):
     (tmp_path / "uids.json").write_text("[]")
     with pytest.raises(InputError, match="not a spinedx UID map"):
         deidentify_tree(in_dir, tmp_path / "out", tmp_path / "uids.json")
+
+
+def test_deid_command_writes_the_tree_and_the_uid_map(series, tmp_path):
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+
+    in_dir, originals = series
+    result = CliRunner().invoke(
+        app, ["deid", str(in_dir), str(tmp_path / "out"), "--uid-map", str(tmp_path / "map.json")]
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert len(written) == len(originals) and (tmp_path / "map.json").is_file()
+    assert IDENTIFIERS["PatientName"] not in result.output

@@ -246,3 +246,29 @@ def test_an_axial_series_is_refused_before_any_pixel_is_read(tmp_path):
             frame=frame, number=k + 1).save_as(folder / f"{k}.dcm", enforce_file_format=True)  # fmt: skip
     with pytest.raises(InputError, match="reformatted from axial images"):
         find_source_image(folder, 1)
+
+
+def test_analyze_dicom_option_writes_the_objects_and_refuses_a_png(analysed, tmp_path):
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+
+    png = analysed["single"]["dir"] / "overlay.png"
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            str(analysed["single"]["source"]),
+            str(png),
+            "--task",
+            "mri-discs",
+            "--out",
+            str(tmp_path / "out"),
+            "--dicom",
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 2
+    assert {p.name for p in (tmp_path / "out" / "single").iterdir()} >= {"sr.dcm", "seg.dcm", "overlay.dcm"}
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "overlay.png" in errors[0] and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "overlay").exists()  # the failed input leaves no folder behind

@@ -55,6 +55,7 @@ from spinedx.tasks.disc_grading.train import (
     patient_folds,
     train_grader,
 )
+from spinedx.training import loop
 
 BUNDLED = BUNDLED_DIR / "disc_grader.pt"
 
@@ -289,16 +290,16 @@ def test_cross_validation_writes_model_and_baseline(tiny_run):
 def test_killed_training_resumes_from_last_epoch(tiny_spider, tmp_path, monkeypatch):
     config = _tiny_config(tiny_spider, epochs=2)
     data = load_grading_data(config)
-    real_save = training.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_die(path, state):
         real_save(path, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit_grader(config, data.crops, data.table, tmp_path, seed=1)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     _, fit = fit_grader(config, data.crops, data.table, tmp_path, seed=1)
     assert fit["resumed_from_epoch"] == 1
     assert [h["epoch"] for h in fit["history"]] == [1, 2]

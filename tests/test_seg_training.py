@@ -109,12 +109,13 @@ def test_killed_training_resumes_after_its_last_epoch(tiny_run, tmp_path, monkey
     from spinedx.tasks.spine_seg import train as spine_seg
     from spinedx.tasks.spine_seg.config import parse_recipe
     from spinedx.tasks.spine_seg.data import load_seg_source
+    from spinedx.training import loop
     from spinedx.training.checkpoints import load_checkpoint
 
     recipe = parse_recipe(json.loads((tiny_run / "recipe.json").read_text()), "recipe.json")
     recipe = recipe.model_copy(update={"epochs": 3})
     samples = load_seg_source(tiny_run / "synth-test")
-    real_save = spine_seg.save_checkpoint
+    real_save = loop.save_checkpoint
     saved = []
 
     def save_then_die(path, state):
@@ -123,7 +124,7 @@ def test_killed_training_resumes_after_its_last_epoch(tiny_run, tmp_path, monkey
         if state["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(spine_seg, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         spine_seg.fit(samples, recipe, lambda _: None, tmp_path)
     lines = []

@@ -101,7 +101,7 @@ def test_balanced_weights_and_weighted_bce():
 
 def test_spider_discs_recipe_validates():
     from spinedx.recipes import read_recipe
-    from spinedx.tasks.mri_discs.train import parse_recipe
+    from spinedx.tasks.mri_discs.config import parse_recipe
 
     recipe = parse_recipe(read_recipe(CONFIGS / "spider_discs.yaml"), "spider_discs.yaml")
     assert recipe.task == "mri-discs" and recipe.localizer.folds == 5 and recipe.grader.folds == 5

@@ -138,7 +138,10 @@ def analyze_iter(inputs: list[str | Path], out_dir: str | Path, task: str | None
     from spinedx.pipelines.analyze import analyze_inputs
 
     check_output_location(Path(out_dir))
-    return analyze_inputs([Path(p) for p in inputs], Path(out_dir), task, dicom=dicom)
+    finish = None
+    if dicom:
+        from spinedx.dicom import write_dicom_results as finish
+    return analyze_inputs([Path(p) for p in inputs], Path(out_dir), task, finish=finish)
 
 
 def analyze(inputs: list[str | Path], out_dir: str | Path, task: str | None = None,

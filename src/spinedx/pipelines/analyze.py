@@ -12,7 +12,7 @@ the batch goes on.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,13 +57,13 @@ def resolve_task(image: SagittalSlice, requested: str | None) -> str:
 
 
 def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
-                   pipeline: MriDiscPipeline | None = None, *, dicom: bool = False) -> Iterator[AnalyzedInput]:  # fmt: skip
+                   pipeline: MriDiscPipeline | None = None, *,
+                   finish: Callable[[Path, Path], object] | None = None) -> Iterator[AnalyzedInput]:  # fmt: skip
     """Analyse each input in turn, yielding as each finishes; models load once, on first need.
 
     Each input gets its own folder ``out_dir/<name>`` (inputs with the same stem are told apart as
-    ``<stem>-2``, …, and the result says so), written whole or not at all. With ``dicom`` the
-    folder also holds the DICOM SR, SEG and Secondary Capture of a DICOM input
-    (:func:`spinedx.dicom.write_dicom_results`); for another input that is an error.
+    ``<stem>-2``, …, and the result says so), written whole or not at all. ``finish(folder, input)``
+    adds to a folder before it is put in place (e.g. DICOM objects); its InputError fails the input.
     """
     names = unique_output_names([Path(p) for p in paths])
     notes = dict(zip(names.renamed, names.notes(), strict=True))
@@ -76,10 +76,8 @@ def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
             target = Path(out_dir) / name
             with atomic_directory(target) as work:
                 _write_result(work, findings, label_map, image)
-                if dicom:
-                    from spinedx.dicom import write_dicom_results
-
-                    write_dicom_results(work, path)
+                if finish is not None:
+                    finish(work, path)
             yield AnalyzedInput(path, findings, target, note=notes.get(path))
         except InputError as exc:
             yield AnalyzedInput(path, error=str(exc))

@@ -21,7 +21,9 @@ EXAMPLE_BATCH = 2  # not 1: the exporter would fix a batch axis it sees as 1
 def _image_network_on_onnx_runtime(stage, side: int, path: Path, threads: int | None):
     """A copy of ``stage`` whose ``model`` (one grey image in, logits out) runs in ONNX Runtime."""
     stage = copy.copy(stage)
-    export_onnx(stage.model, [torch.zeros(EXAMPLE_BATCH, 1, side, side)], path, ["image"], ["logits"])
+    export_onnx(
+        stage.eager_network(), [torch.zeros(EXAMPLE_BATCH, 1, side, side)], path, ["image"], ["logits"]
+    )
     stage.model = OnnxRuntimeModule(path, threads)
     return stage
 
@@ -44,7 +46,7 @@ def onnx_runtime_pipeline(
     grader = copy.copy(pipeline.grader)
     crop = grader.crop_size
     grader_path = export_onnx(
-        grader.model,
+        grader.eager_network(),
         [torch.zeros(EXAMPLE_BATCH, 1, crop, crop), torch.zeros(EXAMPLE_BATCH, dtype=torch.int64)],
         work_dir / "disc_grader.onnx",
         ["images", "levels"],

@@ -58,8 +58,11 @@ class DiscGrader:
         calibration: dict[str, Any],
         pfirrmann_decode: str = "expected",
         meta: dict[str, Any] | None = None,
+        architecture: dict[str, Any] | None = None,
     ) -> None:
         self.model = model.eval()
+        self.architecture = dict(architecture or {})
+        """``DiscGraderNet`` settings (backbone, hidden, dropout) that rebuild the eager network."""
         self.crop_size = int(crop["size"])
         self.margin = float(crop["margin"])
         self.pad = float(crop["pad"])
@@ -85,10 +88,22 @@ class DiscGrader:
                 calibration=state["calibration"],
                 pfirrmann_decode=state.get("pfirrmann_decode", "expected"),
                 meta=state.get("meta", {}),
+                architecture=state["model"],
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"{path}: damaged disc grader file ({exc.__class__.__name__}: {exc})") from exc
         return grader
+
+    def eager_network(self) -> DiscGraderNet:
+        """The network as an eager module (to export to ONNX or train on), whichever form was loaded."""
+        if isinstance(self.model, DiscGraderNet):
+            return self.model
+        settings = self.architecture
+        network = DiscGraderNet(
+            settings["backbone"], pretrained="none", hidden=settings["hidden"], dropout=settings["dropout"]
+        )
+        network.load_state_dict(self.model.state_dict())
+        return network.eval()
 
     def compile(self, path: Path) -> Path:
         """Rewrite the grader file at ``path`` (which this grader was loaded from) with its network

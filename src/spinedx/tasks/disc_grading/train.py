@@ -72,7 +72,8 @@ from spinedx.tasks.disc_grading.network import (
     pfirrmann_grade,
     view_crops,
 )
-from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
+from spinedx.training.checkpoints import LAST, load_checkpoint
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +331,42 @@ def _schedule(config: GraderConfig, steps_per_epoch: int):
     return factor
 
 
+class _GraderHooks(TrainingHooks):
+    """One grader epoch: a permutation of the discs, augmented views, the multi-task loss."""
+
+    def __init__(self, model: DiscGraderNet, config: GraderConfig, crops: np.ndarray, table: pd.DataFrame,
+                 generator: torch.Generator, log_prefix: str) -> None:  # fmt: skip
+        self.model, self.config, self.generator, self.log_prefix = model, config, generator, log_prefix
+        targets = _targets(table)
+        self.pos_weight = _pos_weight(targets["binary"], config.pos_weight_power)
+        self.weights = (config.binary_weight, config.pfirrmann_weight, config.modic_weight)
+        self.crops = torch.from_numpy(np.ascontiguousarray(crops))
+        self.binary = torch.from_numpy(targets["binary"])
+        self.pfirrmann = torch.from_numpy(targets["pfirrmann"])
+        self.modic = torch.from_numpy(targets["modic"])
+        self.level = torch.from_numpy(targets["level"])
+        self.steps_per_epoch = max(len(table) // config.batch_size, 1)
+
+    def on_resume(self, epoch: int) -> None:
+        logger.info("%sresuming after epoch %d", self.log_prefix, epoch)
+
+    def on_epoch_start(self, epoch: int) -> list[torch.Tensor]:
+        order = torch.randperm(len(self.crops), generator=self.generator)
+        size = self.config.batch_size
+        return [order[step * size : (step + 1) * size] for step in range(self.steps_per_epoch)]
+
+    def train_step(self, index: torch.Tensor) -> StepResult:
+        aug = self.config.augment
+        images = view_crops(self.crops[index], self.config.crop_size, generator=self.generator,
+                            rotation_deg=aug.rotation_deg, scale=aug.scale, translate=aug.translate)  # fmt: skip
+        images = jitter_intensity(images, generator=self.generator, gamma=aug.gamma, contrast=aug.contrast,
+                                  brightness=aug.brightness, noise=aug.noise)  # fmt: skip
+        outputs = self.model(images, self.level[index])
+        loss, parts = grader_loss(outputs, self.binary[index], self.pfirrmann[index], self.modic[index],
+                                  pos_weight=self.pos_weight, weights=self.weights)  # fmt: skip
+        return StepResult(loss, len(index), parts)
+
+
 def fit_grader(
     config: GraderConfig,
     crops: np.ndarray,
@@ -339,109 +376,22 @@ def fit_grader(
     seed: int,
     log_prefix: str = "",
 ) -> tuple[DiscGraderNet, dict]:
-    """Train on ``crops``/``table``; checkpoints ``work_dir/last.pt`` each epoch and resumes from it."""
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    """Train on ``crops``/``table``; checkpoints ``work_dir/last.pt`` each epoch and resumes from it
+    (:class:`~spinedx.training.loop.EpochLoop`: the same recipe and discs, else a one-line error)."""
     torch.manual_seed(seed)
     model = build_model(config)
     optimizer = _optimizer(model, config)
-    n = len(table)
-    steps_per_epoch = max(n // config.batch_size, 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps_per_epoch))
     generator = torch.Generator().manual_seed(seed)
-    targets = _targets(table)
-    pos_weight = _pos_weight(targets["binary"], config.pos_weight_power)
-    weights = (config.binary_weight, config.pfirrmann_weight, config.modic_weight)
-    crops_t = torch.from_numpy(np.ascontiguousarray(crops))
-    binary_t = torch.from_numpy(targets["binary"])
-    pfirrmann_t = torch.from_numpy(targets["pfirrmann"])
-    modic_t = torch.from_numpy(targets["modic"])
-    level_t = torch.from_numpy(targets["level"])
-    history: list[dict] = []
-    start = 0
-    fingerprint = config.fingerprint()
-    last = work_dir / LAST
-    if last.is_file():
-        state = load_checkpoint(last)
-        if state.get("fingerprint") == fingerprint and state.get("n") == n:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
-            history = list(state["history"])
-            start = int(state["epoch"])
-            logger.info("%sresuming after epoch %d", log_prefix, start)
-        else:
-            logger.warning("%s%s: from another config or data; starting afresh", log_prefix, last)
-    aug = config.augment
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        totals: dict[str, float] = {"loss": 0.0, "binary": 0.0, "pfirrmann": 0.0, "modic": 0.0}
-        seen = 0
-        for step in range(steps_per_epoch):
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            images = view_crops(
-                crops_t[index],
-                config.crop_size,
-                generator=generator,
-                rotation_deg=aug.rotation_deg,
-                scale=aug.scale,
-                translate=aug.translate,
-            )
-            images = jitter_intensity(
-                images,
-                generator=generator,
-                gamma=aug.gamma,
-                contrast=aug.contrast,
-                brightness=aug.brightness,
-                noise=aug.noise,
-            )
-            outputs = model(images, level_t[index])
-            loss, parts = grader_loss(
-                outputs,
-                binary_t[index],
-                pfirrmann_t[index],
-                modic_t[index],
-                pos_weight=pos_weight,
-                weights=weights,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            size = len(index)
-            seen += size
-            totals["loss"] += loss.item() * size
-            for key, value in parts.items():
-                totals[key] += value * size
-        record = {key: value / max(seen, 1) for key, value in totals.items()}
-        record.update(epoch=epoch + 1, seconds=time.perf_counter() - began)
-        history.append(record)
-        logger.info(
-            "%sepoch %d/%d loss %.4f (%.1fs)",
-            log_prefix,
-            epoch + 1,
-            config.epochs,
-            record["loss"],
-            record["seconds"],
-        )
-        save_checkpoint(
-            last,
-            {
-                "fingerprint": fingerprint,
-                "n": n,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "history": history,
-            },
-        )
-    model.eval()
-    return model, {"history": history, "resumed_from_epoch": start}
+    hooks = _GraderHooks(model, config, crops, table, generator, log_prefix)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, hooks.steps_per_epoch))
+    discs = [
+        f"{image_id}:{label}" for image_id, label in zip(table["image_id"], table["ivd_label"], strict=True)
+    ]
+    loop = EpochLoop(model, optimizer, config.epochs, Path(work_dir),
+                     identity={"recipe": config.fingerprint(), "seed": seed, "discs": discs},
+                     scheduler=scheduler, generator=generator, label=log_prefix, log=logger.info)  # fmt: skip
+    result = loop.run(hooks)
+    return model, {"history": result.history, "resumed_from_epoch": result.resumed_from_epoch}
 
 
 # --------------------------------------------------------------------------- calibration

@@ -167,6 +167,14 @@ class DiscLocalizer:
         )
         return Path(path)
 
+    def eager_network(self) -> torch.nn.Module:
+        """The U-Net as an eager module (to export to ONNX or train on), whichever form was loaded."""
+        if not isinstance(self.model, torch.jit.ScriptModule):
+            return self.model
+        network = build_disc_localizer(**self.settings.model)
+        network.load_state_dict(self.model.state_dict())
+        return network.eval()
+
     def compile(self, path: Path) -> Path:
         """Rewrite the localiser file at ``path`` (which this localiser was loaded from) with its
         network as a traced program in place of the state dict."""

@@ -45,7 +45,7 @@ from spinedx.io.volumes import read_sagittal
 from spinedx.tasks.disc_localization.config import LocalizerConfig
 from spinedx.tasks.disc_localization.model import DiscLocalizer, LocalizerSettings
 from spinedx.tasks.disc_localization.network import build_disc_localizer, render_targets
-from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks
 
 WEIGHTS_NAME = "disc_localizer.pt"
 METRICS_NAME = "cv_metrics.json"
@@ -62,6 +62,7 @@ class _Record:
 
 @dataclass
 class _Sample:
+    image_id: str
     image: torch.Tensor  # (1, S, S)
     target: torch.Tensor  # (S, S) int64
 
@@ -121,7 +122,7 @@ def _prepare(records: list[_Record], size: int) -> list[_Sample]:
     for record in records:
         image, geometry = letterbox(record.pixels, size)
         target = render_targets(record.boxes, record.labels, geometry)
-        samples.append(_Sample(image=image[0], target=torch.from_numpy(target)))
+        samples.append(_Sample(record.image_id, image=image[0], target=torch.from_numpy(target)))
     return samples
 
 
@@ -192,68 +193,57 @@ def _lr_at(step: int, total: int, config: LocalizerConfig) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+class _LocalizerHooks(TrainingHooks):
+    """One localiser epoch: a seeded permutation, augmented batches, Dice + cross-entropy, a warm-up/cosine lr."""
+
+    def __init__(self, samples: list[_Sample], config: LocalizerConfig, optimizer: torch.optim.Optimizer,
+                 model: torch.nn.Module, log: Callable[[str], None], name: str) -> None:  # fmt: skip
+        from monai.losses import DiceCELoss
+
+        self.config, self.optimizer, self.model, self.log, self.name = config, optimizer, model, log, name
+        self.images = torch.stack([s.image for s in samples])
+        self.targets = torch.stack([s.target for s in samples])
+        self.steps_per_epoch = math.ceil(len(samples) / config.batch_size)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+
+    def on_epoch_start(self, epoch: int):
+        # One generator per epoch (seeded by it), so a resumed run draws what an uninterrupted one would.
+        self.generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.images), generator=self.generator)
+        size = self.config.batch_size
+        total = self.steps_per_epoch * self.config.epochs
+        return [(epoch * self.steps_per_epoch + b, order[b * size : (b + 1) * size], total)
+                for b in range(self.steps_per_epoch)]  # fmt: skip
+
+    def on_resume(self, epoch: int) -> None:
+        self.log(f"{self.name}: resumed after epoch {epoch}")
+
+    def train_step(self, batch) -> StepResult:
+        step, index, total = batch
+        images, targets = _augment(self.images[index], self.targets[index], self.config, self.generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(step, total, self.config)
+        return StepResult(self.loss_fn(self.model(images), targets[:, None]), len(index))
+
+
 def _fit(
     samples: list[_Sample],
     config: LocalizerConfig,
     run_dir: Path,
     log: Callable[[str], None],
 ) -> tuple[torch.nn.Module, float]:
-    """Train on ``samples`` with per-epoch checkpoints in ``run_dir``; (model, training seconds)."""
-    from monai.losses import DiceCELoss
+    """Train on ``samples`` with per-epoch checkpoints in ``run_dir``; (model, training seconds).
 
+    A killed run resumes after its last finished epoch (:class:`~spinedx.training.loop.EpochLoop`)."""
     torch.manual_seed(config.seed)
     model = build_disc_localizer(config.channels, config.num_res_units)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
-    steps_per_epoch = math.ceil(len(samples) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    digest = _config_hash(config)
-    start_epoch, elapsed = 0, 0.0
-    checkpoint = run_dir / LAST
-    if checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        if state.get("config_hash") != digest or state.get("n_samples") != len(samples):
-            raise InputError(f"{checkpoint}: written by a different config or data; use a new out_dir")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed_s"])
-        log(f"{run_dir.name}: resumed after epoch {start_epoch}")
-
-    images_all = torch.stack([s.image for s in samples])
-    targets_all = torch.stack([s.target for s in samples])
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        order = torch.randperm(len(samples), generator=gen)
-        model.train()
-        losses = []
-        for b in range(steps_per_epoch):
-            index = order[b * config.batch_size : (b + 1) * config.batch_size]
-            images, targets = _augment(images_all[index], targets_all[index], config, gen)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(epoch * steps_per_epoch + b, total, config)
-            loss = loss_fn(model(images), targets[:, None])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        elapsed += time.perf_counter() - started
-        save_checkpoint(
-            checkpoint,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "elapsed_s": elapsed,
-                "config_hash": digest,
-                "n_samples": len(samples),
-            },
-        )
-        if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
-            log(
-                f"{run_dir.name}: epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.4f} ({elapsed:.0f} s)"
-            )
-    return model.eval(), elapsed
+    name = Path(run_dir).name
+    hooks = _LocalizerHooks(samples, config, optimizer, model, log, name)
+    identity = {"recipe": _config_hash(config), "images": [sample.image_id for sample in samples]}
+    loop = EpochLoop(model, optimizer, config.epochs, Path(run_dir), identity, label=f"{name}: ", log_every=10,
+                     log=log)  # fmt: skip
+    return model, loop.run(hooks).seconds
 
 
 def _localizer(model: torch.nn.Module, config: LocalizerConfig, records: list[_Record]) -> DiscLocalizer:

@@ -6,7 +6,7 @@ lines up with the disc boxes of the findings and with the pixel spacing of the i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 
 from spinedx.io.volumes import SagittalSlice
 from spinedx.models.registry import resolve_weights
-from spinedx.tasks.spine_seg.network import load_segmenter, segment_pixels
+from spinedx.tasks.spine_seg.network import build_spine_segmenter, load_segmenter, segment_pixels
 
 REGISTRY_NAME = "spine_segmenter"
 WEIGHTS_NAME = "spine_segmenter.pt"
@@ -26,11 +26,22 @@ class SpineSegmenter:
     model: torch.nn.Module
     input_size: int
     version: str = "unversioned"
+    architecture: dict = field(default_factory=dict)
+    """``channels`` and ``num_res_units`` of the U-Net, to rebuild the eager network."""
 
     @classmethod
     def load(cls, path: Path, version: str = "unversioned") -> SpineSegmenter:
         model, settings = load_segmenter(path)
-        return cls(model, int(settings["input_size"]), version)
+        architecture = {key: settings[key] for key in ("channels", "num_res_units")}
+        return cls(model, int(settings["input_size"]), version, architecture)
+
+    def eager_network(self) -> torch.nn.Module:
+        """The U-Net as an eager module (to export to ONNX or train on), whichever form was loaded."""
+        if not isinstance(self.model, torch.jit.ScriptModule):
+            return self.model
+        network = build_spine_segmenter(self.architecture["channels"], self.architecture["num_res_units"])
+        network.load_state_dict(self.model.state_dict())
+        return network.eval()
 
     @classmethod
     def bundled(cls) -> SpineSegmenter:

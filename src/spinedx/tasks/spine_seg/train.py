@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,7 +30,6 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from spinedx.data.letterbox import letterbox_geometry, normalize_intensity
-from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.masks import IGNORE
 from spinedx.models.registry import bundle_model
@@ -45,7 +43,7 @@ from spinedx.tasks.spine_seg.network import (
     save_segmenter,
     segment_pixels,
 )
-from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks
 
 CERTAIN_BACKGROUND = 254
 """Training target value: background that is known even where the mask leaves classes unlabelled."""
@@ -153,66 +151,56 @@ def augment(images: torch.Tensor, targets: torch.Tensor, recipe: SpineSegRecipe,
     return images + noise, targets
 
 
+class _SegmenterHooks(TrainingHooks):
+    """One segmenter epoch: a seeded permutation, augmented batches, the partial-label loss."""
+
+    def __init__(self, samples: list[SegSample], recipe: SpineSegRecipe, model: torch.nn.Module,
+                 log: Callable[[str], None]) -> None:  # fmt: skip
+        prepared = [letterbox_sample(s, recipe.image_size, recipe.unlabelled_reach) for s in samples]
+        self.images = torch.stack([p[0] for p in prepared])
+        self.targets = torch.stack([p[1] for p in prepared])
+        self.labelled = torch.stack([p[2] for p in prepared])
+        self.recipe, self.model, self.log = recipe, model, log
+        self.loss_fn = PartialLabelLoss(recipe.loss)
+        self.steps = math.ceil(len(samples) / recipe.batch_size)
+
+    def on_resume(self, epoch: int) -> None:
+        self.log(f"resuming after epoch {epoch}")
+
+    def on_epoch_start(self, epoch: int) -> list[torch.Tensor]:
+        # One generator per epoch (seeded by it), so a resumed run draws what an uninterrupted one would.
+        self.generator = torch.Generator().manual_seed(self.recipe.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.images), generator=self.generator)
+        size = self.recipe.batch_size
+        return [order[b * size : (b + 1) * size] for b in range(self.steps)]
+
+    def train_step(self, index: torch.Tensor) -> StepResult:
+        images, targets = augment(self.images[index], self.targets[index], self.recipe, self.generator)
+        return StepResult(self.loss_fn(self.model(images), targets, self.labelled[index]), len(index))
+
+
 def fit(
     samples: list[SegSample], recipe: SpineSegRecipe, log: Callable[[str], None], work_dir: Path
 ) -> torch.nn.Module:
     """Train a new segmenter on ``samples`` (AdamW, one-cycle learning rate).
 
     Every epoch ends with ``work_dir/last.pt`` (written atomically); a killed run called again with
-    the same recipe and samples resumes after its last finished epoch.
+    the same recipe and samples resumes after its last finished epoch
+    (:class:`~spinedx.training.loop.EpochLoop`).
     """
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
-    prepared = [letterbox_sample(s, recipe.image_size, recipe.unlabelled_reach) for s in samples]
-    images = torch.stack([p[0] for p in prepared])
-    targets = torch.stack([p[1] for p in prepared])
-    labelled = torch.stack([p[2] for p in prepared])
     model = build_spine_segmenter(recipe.channels, recipe.num_res_units)
+    hooks = _SegmenterHooks(samples, recipe, model, log)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    steps = math.ceil(len(samples) / recipe.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=steps * recipe.epochs)
-    loss_fn = PartialLabelLoss(recipe.loss)
-    started = time.perf_counter()
-    identity = {"recipe": recipe.model_dump(mode="json"), "n_samples": len(samples)}
-    last = Path(work_dir) / LAST
-    first_epoch = 0
-    if last.is_file():
-        state = load_checkpoint(last)
-        if state["identity"] != json.loads(json.dumps(identity, default=str)):
-            raise InputError(f"{last}: from another recipe or other data; remove {work_dir} to start afresh")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        first_epoch = int(state["epoch"])
-        log(f"resuming after epoch {first_epoch}")
-    model.train()
-    for epoch in range(first_epoch, recipe.epochs):
-        gen = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-        order = torch.randperm(len(samples), generator=gen)
-        losses = []
-        for b in range(steps):
-            index = order[b * recipe.batch_size : (b + 1) * recipe.batch_size]
-            batch_images, batch_targets = augment(images[index], targets[index], recipe, gen)
-            loss = loss_fn(model(batch_images), batch_targets, labelled[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-        save_checkpoint(
-            last,
-            {
-                "identity": json.loads(json.dumps(identity, default=str)),
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-            },
-        )
-        if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == recipe.epochs:
-            elapsed = time.perf_counter() - started
-            log(f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f} ({elapsed:.0f} s)")
-    return model.eval()
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, recipe.lr, total_steps=hooks.steps * recipe.epochs
+    )
+    identity = {"recipe": recipe.model_dump(mode="json"), "images": [sample.image_id for sample in samples]}
+    loop = EpochLoop(model, optimizer, recipe.epochs, Path(work_dir), identity, scheduler=schedule,
+                     log_every=10, log=log)  # fmt: skip
+    loop.run(hooks)
+    return model
 
 
 def _settings(recipe: SpineSegRecipe) -> dict:
