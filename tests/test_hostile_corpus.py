@@ -355,3 +355,84 @@ def test_analyze_of_a_144_megapixel_png_under_an_address_space_limit(tmp_path):
     assert "Traceback" not in stderr
     assert stderr.splitlines()[0].startswith(f"error: {bomb}: image is 12000x12000 pixels")
     assert peak_kb < 1_500_000  # the issue measured 5.5 GB before the budget
+
+
+# ---------------------------------------------------------------- output locations, recipes, options
+
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "taken").write_text("x")
+    return tmp / "taken"
+
+
+def _below_a_file(tmp: Path) -> Path:
+    return _a_file(tmp) / "sub"
+
+
+def _in_proc(tmp: Path) -> Path:
+    return Path("/proc/spinedx-out")
+
+
+OUTPUT_CASES = {
+    "analyze into a file": (
+        lambda t, out: ["analyze", t / "x.png", "--task", "mri-discs", "--out", out],
+        _a_file,
+    ),
+    "analyze below a file": (lambda t, out: ["analyze", t / "x.png", "--out", out], _below_a_file),
+    "analyze into /proc": (lambda t, out: ["analyze", t / "x.png", "--out", out], _in_proc),
+    "synth xray into a file": (lambda t, out: ["synth", "xray", "--out", out, "--n", "2"], _a_file),
+    "synth mri into /proc": (lambda t, out: ["synth", "mri", "--out", out, "--patients", "1"], _in_proc),
+    "train into a file": (lambda t, out: ["train", "configs/xray_lesions.yaml", "--out", out], _a_file),
+    "evaluate into /proc": (lambda t, out: ["evaluate", t, "--out", out], _in_proc),
+    "evaluate-discs into a file": (lambda t, out: ["evaluate-discs", "--data", t, "--out", out], _a_file),
+    "evaluate-seg below a file": (lambda t, out: ["evaluate-seg", "--data", t, "--out", out], _below_a_file),
+    "predict into a folder": (lambda t, out: ["predict", t, t / "x.png", "--out", out], lambda t: t),
+    "deid into /proc": (lambda t, out: ["deid", t, out], _in_proc),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_CASES))
+def test_output_location_is_checked_before_any_work(tmp_path, spinedx, case):
+    command, make_out = OUTPUT_CASES[case]
+    out = make_out(tmp_path)
+    outcome = spinedx(*command(tmp_path, out))
+    assert_error(outcome, str(out))
+
+
+RECIPE_CASES = {
+    "empty": ("", "the recipe is empty"),
+    "a list": ("- a\n- b\n", "expected a mapping at the top level"),
+    "unknown task": ("task: knee-mri\nname: x\n", "field 'task': 'knee-mri' is not a trainable task"),
+    "typo in a section": ("name: x\ntrain:\n  epochz: 3\n", "field 'train.epochz'"),
+    "mri-discs without data paths": (
+        "task: mri-discs\nname: x\nlocalizer: {}\ngrader: {}\n",
+        "field 'localizer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RECIPE_CASES))
+def test_bad_recipes_are_one_line(tmp_path, spinedx, monkeypatch, case):
+    text, fragment = RECIPE_CASES[case]
+    monkeypatch.delenv("SPINEDX_DATA", raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    outcome = spinedx("train", recipe, "--out", tmp_path / "run")
+    assert_error(outcome, f"{recipe}: {fragment}")
+
+
+@pytest.mark.parametrize("command", [["evaluate", "RUN"], ["evaluate-discs", "--data", "RUN"]])
+def test_negative_bootstrap_is_refused_before_work(tmp_path, spinedx, command):
+    args = [str(tmp_path) if part == "RUN" else part for part in command]
+    outcome = spinedx(*args, "--bootstrap", "-5", "--out", tmp_path / "out")
+    assert_error(outcome, "--bootstrap: expected a number of resamples >= 0, got -5")
+
+
+def test_a_slice_too_small_for_a_spine_names_the_file_and_the_batch_goes_on(tmp_path, spinedx):
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.full((12, 40), 128, dtype=np.uint8)).save(tiny)
+    other = tmp_path / "also_tiny.png"
+    Image.fromarray(np.full((40, 8), 128, dtype=np.uint8)).save(other)
+    outcome = spinedx("analyze", tiny, other, "--task", "mri-discs", "--out", tmp_path / "out")
+    assert_error(outcome, str(tiny))
+    assert len(outcome.errors) == 2 and str(other) in outcome.errors[1]

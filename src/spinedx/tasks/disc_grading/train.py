@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from spinedx.data.folds import patient_folds as assign_patient_folds
 from spinedx.errors import InputError
 from spinedx.evaluation.calibration import expected_calibration_error
 from spinedx.evaluation.grading import (
@@ -242,16 +243,7 @@ def patient_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
 
 
 def _grouped_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    groups = table["patient"].astype(str).to_numpy()
-    if len(np.unique(groups)) < n_folds:
-        raise InputError(f"grader CV: {len(np.unique(groups))} patients cannot fill {n_folds} folds")
-    folds = np.full(len(table), -1, dtype=np.int64)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(splitter.split(np.zeros(len(table)), table["herniation"], groups)):
-        folds[test] = k
-    return folds
+    return assign_patient_folds(table["patient"], n_folds, seed, strata=table["herniation"], what="grader CV")
 
 
 def _targets(table: pd.DataFrame) -> dict[str, np.ndarray]:

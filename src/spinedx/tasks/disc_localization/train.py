@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from spinedx.data.folds import patient_folds
 from spinedx.data.letterbox import letterbox
 from spinedx.errors import InputError
 from spinedx.evaluation.bootstrap import bootstrap_many
@@ -354,22 +355,18 @@ def cross_validate_localizer(
     train_final: bool = True,
 ) -> dict:
     """Patient-grouped K-fold CV; writes ``cv_metrics.json`` (and the final model unless told not to)."""
-    from sklearn.model_selection import GroupKFold
-
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_out_dir(config, out_dir)
     records = load_boxed_series(Path(config.data_root), config.max_images)
     synthetic = _synthetic_records(config, out_dir) if config.use_synthetic else []
-    patients = np.array([r.patient for r in records])
-    if len(set(patients.tolist())) < config.folds:
-        raise InputError(
-            f"{config.data_root}: {len(set(patients.tolist()))} patients, fewer than {config.folds} folds"
-        )
-    splitter = GroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    assigned = patient_folds(
+        [r.patient for r in records], config.folds, config.seed, what=str(config.data_root)
+    )
     folds, all_rows = [], []
-    for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(records)), groups=patients)):
+    for k in range(config.folds):
+        train_idx, test_idx = np.flatnonzero(assigned != k), np.flatnonzero(assigned == k)
         fold_dir = out_dir / f"fold_{k}"
         train = [records[i] for i in train_idx]
         test = [records[i] for i in test_idx]

@@ -29,8 +29,8 @@ import torch
 from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 
+from spinedx.data.folds import patient_folds
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.volumes import read_sagittal
@@ -200,9 +200,10 @@ def train_input_check(config: InputCheckConfig, out_dir: Path, log: Callable[[st
         features, table = _features(config, Path(work))
     log(f"input check: features of {len(table)} images in {time.perf_counter() - began:.0f} s")
     labels = table["label"].to_numpy()
-    splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    assigned = patient_folds(table["group"], config.folds, config.seed, strata=labels, what="input check CV")
     out_of_fold = np.zeros((len(table), len(INPUT_CLASSES)))
-    for train, test in splitter.split(features, labels, groups=table["group"]):
+    for k in range(config.folds):
+        train, test = np.flatnonzero(assigned != k), np.flatnonzero(assigned == k)
         head = _fit(features[train], table.iloc[train], config)
         out_of_fold[test] = _probabilities(head, features[test])
     metrics = {

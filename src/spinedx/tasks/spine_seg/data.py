@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from sklearn.model_selection import StratifiedGroupKFold
 
+from spinedx.data.folds import patient_folds as assign_patient_folds
 from spinedx.errors import InputError
 from spinedx.io.images import read_image
 from spinedx.io.masks import (
@@ -134,12 +134,4 @@ def _synth_tables(root: Path) -> tuple[dict[str, tuple[float, float]], dict[str,
 
 def patient_folds(samples: list[SegSample], n_folds: int, seed: int) -> np.ndarray:
     """Fold index per sample: whole patients per fold, each source spread over the folds."""
-    groups = np.array([s.group for s in samples])
-    if len(np.unique(groups)) < n_folds:
-        raise InputError(f"cross-validation: {len(np.unique(groups))} patients, too few for {n_folds} folds")
-    sources = np.array([s.source for s in samples])
-    folds = np.zeros(len(samples), dtype=int)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, held) in enumerate(splitter.split(np.zeros(len(samples)), sources, groups)):
-        folds[held] = k
-    return folds
+    return assign_patient_folds([s.group for s in samples], n_folds, seed, strata=[s.source for s in samples])

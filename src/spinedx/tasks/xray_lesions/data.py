@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ class RoiData:
     rows: pd.DataFrame  # annotation rows + label, class_name, split
     class_names: list[str]
     skipped: list[str]  # unreadable / missing images, one line each
+    clipped: list[str] = field(default_factory=list)  # boxes reaching outside their image, one line each
 
     def part(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         mask = (self.rows["split"] == split).to_numpy()
@@ -69,7 +70,7 @@ def prepare_training_data(config: DataConfig) -> RoiData:
         seed=split_config.seed,
         group_by=split_config.group_by,
     ).to_numpy()
-    return RoiData(crop_set.crops, rows, class_names, crop_set.skipped)
+    return RoiData(crop_set.crops, rows, class_names, crop_set.skipped, crop_set.warnings)
 
 
 def restrict_to_studies(
@@ -84,4 +85,4 @@ def restrict_to_studies(
     mask = crop_set.rows[group_by].astype(str).isin(chosen).to_numpy()
     rows = crop_set.rows.loc[mask].reset_index(drop=True)
     rows["split"] = split
-    return RoiData(crop_set.crops[mask], rows, class_names, crop_set.skipped)
+    return RoiData(crop_set.crops[mask], rows, class_names, crop_set.skipped, crop_set.warnings)

@@ -100,6 +100,8 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
     if dist.is_main:
         for line in data.skipped:
             print(f"warning: skipped {line}", file=sys.stderr)
+        for line in data.clipped:
+            print(f"warning: {line}", file=sys.stderr)
         if resume_state is None:
             atomic_write_text(run_dir / CONFIG_FILE, config_yaml)
             atomic_write_text(
