@@ -139,8 +139,10 @@ def analyze_iter(inputs: list[str | Path], out_dir: str | Path, task: str | None
 
     check_output_location(Path(out_dir))
     finish = None
-    if dicom:
-        from spinedx.dicom import write_dicom_results as finish
+    if dicom:  # the DICOM writers load highdicom: only when asked
+        from spinedx.dicom import write_dicom_results
+
+        finish = write_dicom_results
     return analyze_inputs([Path(p) for p in inputs], Path(out_dir), task, finish=finish)
 
 

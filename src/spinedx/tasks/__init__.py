@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spinedx.errors import InputError
+from spinedx.io.levels import GRADE_COLUMNS
 
 TASKS_DIR = Path(__file__).resolve().parent
 DEFAULT_RECIPE_TASK = "xray-lesions"
@@ -81,16 +82,6 @@ class Task:
         }
 
 
-GRADES = (
-    "herniation",
-    "bulging",
-    "narrowing",
-    "pfirrmann",
-    "modic",
-    "up_endplate",
-    "low_endplate",
-    "spondylolisthesis",
-)
 MRI_DISCS_CARD = TASKS_DIR / "mri_discs" / "MODEL_CARD.md"
 
 TASKS: tuple[Task, ...] = (
@@ -109,7 +100,7 @@ TASKS: tuple[Task, ...] = (
         findings=(
             "level",
             "box",
-            *GRADES,
+            *GRADE_COLUMNS,
             "height_mm",
             "posterior_extent_mm",
             "canal_ap_mm",
@@ -133,7 +124,7 @@ TASKS: tuple[Task, ...] = (
     Task(
         name="disc-grading",
         summary="Calibrated per-disc grades from a disc crop and its level",
-        findings=GRADES,
+        findings=GRADE_COLUMNS,
         bundled=(BundledModel("disc_grader", "spinedx.disc_grader/1"),),
         card=MRI_DISCS_CARD,
         trained_by="mri-discs",

@@ -21,7 +21,9 @@ from spinedx.io.volumes import SagittalSlice
 from spinedx.models.registry import has_weights, resolve_weights
 from spinedx.pipelines.mri_discs.measure import disc_heights
 from spinedx.pipelines.mri_discs.measure_seg import measure_disc
+from spinedx.tasks.disc_grading.model import REGISTRY_NAME as GRADER_NAME
 from spinedx.tasks.disc_grading.model import DiscGrader
+from spinedx.tasks.disc_localization.model import REGISTRY_NAME as LOCALIZER_NAME
 from spinedx.tasks.disc_localization.model import DiscLocalizer
 from spinedx.tasks.input_check.model import REGISTRY_NAME as INPUT_CHECK_NAME
 from spinedx.tasks.input_check.model import InputCheck
@@ -45,8 +47,8 @@ class MriDiscPipeline:
     @classmethod
     def bundled(cls) -> MriDiscPipeline:
         """The models shipped inside the package (verified against their sha256)."""
-        localizer_weights = resolve_weights("disc_localizer")
-        grader_weights = resolve_weights("disc_grader")
+        localizer_weights = resolve_weights(LOCALIZER_NAME)
+        grader_weights = resolve_weights(GRADER_NAME)
         version = f"{spinedx.__version__}+loc.{localizer_weights.version}.grade.{grader_weights.version}"
         segmenter = None
         if has_weights(SEGMENTER_NAME):

@@ -42,6 +42,8 @@ from spinedx.tasks.disc_localization.network import (
 )
 
 FORMAT = "spinedx.disc_localizer/1"
+REGISTRY_NAME = "disc_localizer"
+"""Name of the bundled localiser in the weights manifest."""
 NO_L5S1_WARNING = "no sacrum/L5-S1 seen: levels assume the lowest disc is L5/S1"
 
 
