@@ -3,7 +3,8 @@
 A task describes an epoch with :class:`TrainingHooks` — ``on_epoch_start`` (the epoch's batches),
 ``train_step`` (the loss of one batch), ``validate`` and ``on_epoch_end`` — and :class:`EpochLoop`
 runs the epochs: optimiser steps, the scheduler, per-epoch checkpoints written atomically, the
-history, progress lines and the one resume rule.
+history, progress (a tqdm bar per epoch on a terminal, a line every few epochs) and the one resume
+rule.
 
 Resume rule: ``work_dir/last.pt`` carries a digest of the run's identity (the recipe values that
 change training plus a manifest of the data, e.g. the sample ids). The same identity resumes after
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from spinedx.errors import InputError
 from spinedx.training.checkpoints import LAST, load_checkpoint, save_checkpoint
@@ -108,7 +110,12 @@ class EpochLoop:
             self.model.train()
             totals: dict[str, float] = {}
             seen = 0
-            for batch in hooks.on_epoch_start(epoch):
+            batches = hooks.on_epoch_start(epoch)
+            # A bar on a terminal (tqdm switches itself off otherwise), progress lines in any case.
+            bar = tqdm(
+                batches, desc=f"{self.label}epoch {epoch + 1}/{self.epochs}", leave=False, disable=None
+            )
+            for batch in bar:
                 step = hooks.train_step(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 step.loss.backward()
