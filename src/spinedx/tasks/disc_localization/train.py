@@ -1,7 +1,7 @@
 """Train the MRI disc localiser and measure it with patient-grouped cross-validation.
 
 :func:`cross_validate_localizer` splits the boxed series of a spider-sagittal folder into
-``folds`` groups of patients (:class:`sklearn.model_selection.GroupKFold`, shuffled by ``seed``),
+``folds`` groups of patients (:func:`spinedx.data.folds.patient_folds`, shuffled by ``seed``),
 trains one model per fold on the other folds (plus synthetic series when ``use_synthetic``),
 calibrates its boxes on its own training images, and detects discs on the held-out patients.
 ``cv_metrics.json`` holds per fold and pooled: disc recall at IoU >= 0.5, precision and level
@@ -16,7 +16,8 @@ different config on a used ``out_dir`` is refused.
 
 Example::
 
-    from spinedx.tasks.disc_localization.train import LocalizerConfig, cross_validate_localizer
+    from spinedx.tasks.disc_localization.config import LocalizerConfig
+    from spinedx.tasks.disc_localization.train import cross_validate_localizer
     cross_validate_localizer(LocalizerConfig(data_root="../shared/data/spider-sagittal"), "runs/discs")
 """
 
