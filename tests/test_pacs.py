@@ -129,3 +129,41 @@ def test_bad_destination_is_input_error(text):
 def test_parse_destination():
     assert parse_destination("pacs.local:104:ORTHANC") == ("pacs.local", 104, "ORTHANC")
     assert parse_destination("[::1]:11112:AE") == ("::1", 11112, "AE")
+
+
+def test_gateway_analyses_a_stable_study_and_sends_sr_seg_and_sc_back(tmp_path):
+    """A modality sends an MR series to `spinedx pacs listen --analyze --send-to` (api.pacs_listen);
+    once the study is stable it is analysed and the three result objects reach the PACS in its study."""
+    from PIL import Image
+
+    from spinedx import api
+    from spinedx.synth.mri import generate_mri_dataset
+    from test_dicom_out import IOP_MIRRORED
+    from test_dicom_out import _mr as mr_instance
+
+    generate_mri_dataset(tmp_path / "synth", n_patients=1, seed=3, sequences=("t2",))
+    display = np.asarray(Image.open(tmp_path / "synth" / "images" / "1_t2.png"), dtype=np.float64) * 16
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    (tmp_path / "modality").mkdir()
+    files = []
+    for k in range(3):
+        ds = mr_instance(display[::-1, ::-1], iop=IOP_MIRRORED, ipp=(4.0 - 4.0 * k, 100.0, -150.0), study=study,
+                         series=series, frame=frame, number=3 - k)  # fmt: skip
+        files.append(tmp_path / "modality" / f"IM{k}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+
+    with listen(0, tmp_path / "pacs", ae_title="PACS", stable_seconds=0.2) as pacs:
+        gateway = api.pacs_listen(0, tmp_path / "inbox", stable_seconds=0.5, analyze_into=tmp_path / "results",
+                                  send_to=f"127.0.0.1:{pacs.port}:PACS")  # fmt: skip
+        try:
+            assert send_files(files, "127.0.0.1", gateway.port, "SPINEDX").ok
+            back = tmp_path / "pacs" / study
+            assert _wait_for(lambda: len(list(back.rglob("*.dcm"))) == 3, timeout=180)
+        finally:
+            gateway.stop()
+    classes = {pydicom.dcmread(path).SOPClassUID.name for path in back.rglob("*.dcm")}
+    assert classes == {
+        "Comprehensive 3D SR Storage",
+        "Segmentation Storage",
+        "Secondary Capture Image Storage",
+    }

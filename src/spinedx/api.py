@@ -26,6 +26,7 @@ from spinedx.io.output_location import check_output_location
 
 if TYPE_CHECKING:
     from spinedx.data.check import DatasetReport
+    from spinedx.dicom.pacs import PacsListener, SendReport
     from spinedx.pipelines.analyze import AnalyzedInput
     from spinedx.pipelines.mri_discs.evaluate import DiscEvaluation
     from spinedx.tasks.spine_seg.evaluate import SegEvaluation
@@ -184,3 +185,66 @@ def evaluate_seg(
     _check_resamples(n_resamples)
     check_output_location(Path(out_dir))
     return evaluate_segmenter(model, Path(data), Path(out_dir), n_resamples=n_resamples)
+
+
+def pacs_send(files: list[str | Path], destination: str) -> SendReport:
+    """C-STORE ``files`` to ``destination`` (``HOST:PORT:AE``) over one association; each file's
+    outcome is in the report (one that fails does not stop the others)."""
+    from spinedx.dicom.pacs import parse_destination, send_files
+
+    host, port, ae_title = parse_destination(destination)
+    return send_files([Path(f) for f in files], host, port, ae_title)
+
+
+def pacs_listen(port: int, store_dir: str | Path, *, ae_title: str = "SPINEDX", stable_seconds: float = 10.0,
+                analyze_into: str | Path | None = None, send_to: str | None = None,
+                host: str = "127.0.0.1") -> PacsListener:  # fmt: skip
+    """A started C-STORE receiver storing studies under ``store_dir/<study>/<series>/``.
+
+    With ``analyze_into``, each study is analysed once it is stable (no new instance for
+    ``stable_seconds``; a study may come over several associations): every series folder goes
+    through ``analyze`` with DICOM output into ``analyze_into/<study>/``, and with ``send_to``
+    (``HOST:PORT:AE``) the SR, SEG and Secondary Capture objects are sent back. Stop it with
+    ``stop()`` (or use it as a context manager).
+    """
+    from spinedx.dicom.pacs import listen
+
+    if send_to is not None and analyze_into is None:
+        raise InputError("--send-to: results are sent only for analysed studies; give --analyze DIR too")
+    if send_to is not None:
+        from spinedx.dicom.pacs import parse_destination
+
+        parse_destination(send_to)  # a bad destination is refused now, not after the first study
+    if analyze_into is not None:
+        check_output_location(Path(analyze_into))
+    on_study = None if analyze_into is None else _analyse_received_study(Path(analyze_into), send_to)
+    return listen(port, Path(store_dir), ae_title=ae_title, stable_seconds=stable_seconds,
+                  on_study_complete=on_study, host=host).start()  # fmt: skip
+
+
+def _analyse_received_study(analyze_into: Path, send_to: str | None):
+    """The listener's callback: analyse a stable study's series with DICOM output, send results back."""
+    import logging
+
+    log = logging.getLogger("spinedx.pacs")
+
+    def on_study_complete(study_dir: Path) -> None:
+        series = sorted(path for path in study_dir.iterdir() if path.is_dir())
+        results = analyze(series, analyze_into / study_dir.name, dicom=True)
+        failed = [result for result in results if result.error]
+        # Logs carry counts only: paths here are built from the study's UIDs, which are identifiers too.
+        log.info("study received: %d series analysed, %d failed", len(results) - len(failed), len(failed))
+        if failed:
+            from spinedx.io.atomic import atomic_write_text
+
+            report = analyze_into / study_dir.name / "failed.txt"
+            report.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(report, "".join(f"{result.error}\n" for result in failed))
+        if send_to is not None:
+            objects = [
+                path for result in results if result.out_dir for path in sorted(result.out_dir.glob("*.dcm"))
+            ]
+            report = pacs_send(objects, send_to)
+            log.info("%s", report.summary())
+
+    return on_study_complete

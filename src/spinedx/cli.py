@@ -28,6 +28,8 @@ synth_app = typer.Typer(help="Generate synthetic datasets with ground truth.", n
 data_app = typer.Typer(help="Check and view annotated datasets.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
 app.add_typer(data_app, name="data")
+pacs_app = typer.Typer(help="Exchange DICOM with a PACS or modality (C-STORE).", no_args_is_help=True)
+app.add_typer(pacs_app, name="pacs")
 
 EXIT_BAD_INPUT = 2
 
@@ -268,6 +270,51 @@ def deid(
     """De-identify DICOM files (PS3.15 basic profile); the UID map allows re-identification on site."""
     written = api.deidentify(in_dir, out_dir, uid_map)
     typer.echo(f"wrote {len(written)} de-identified files to {out_dir}; UID map: {uid_map}")
+
+
+@pacs_app.command("send")
+def pacs_send(
+    files: Annotated[
+        list[Path], typer.Argument(help="DICOM files to send (e.g. sr.dcm seg.dcm overlay.dcm)")
+    ],
+    to: Annotated[str, typer.Option(help="destination HOST:PORT:AE")],
+) -> None:
+    """C-STORE files to a PACS; each file that fails is named and the others are still sent."""
+    report = api.pacs_send(files, to)
+    for result in report.failed:
+        typer.echo(f"error: {result.message}", err=True)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@pacs_app.command("listen")
+def pacs_listen(
+    port: Annotated[int, typer.Option(help="TCP port of the C-STORE receiver")] = 11112,
+    out: Annotated[
+        Path, typer.Option(help="where received studies are stored: <study>/<series>/<instance>.dcm")
+    ] = Path("pacs-inbox"),
+    ae_title: Annotated[str, typer.Option("--ae", help="this receiver's AE title")] = "SPINEDX",
+    stable_seconds: Annotated[
+        float, typer.Option(help="a study is complete when nothing new arrived for this long")
+    ] = 10.0,
+    analyze: Annotated[
+        Path | None, typer.Option(help="analyse each complete study (with DICOM SR/SEG/SC) into this folder")
+    ] = None,
+    send_to: Annotated[str | None, typer.Option(help="send the DICOM results to HOST:PORT:AE")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Receive studies by C-STORE; optionally analyse each complete study and send the results back."""
+    import time
+
+    listener = api.pacs_listen(port, out, ae_title=ae_title, stable_seconds=stable_seconds,
+                               analyze_into=analyze, send_to=send_to, host=host)  # fmt: skip
+    typer.echo(f"listening as {ae_title} on {host}:{listener.port}; studies in {out} (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        listener.stop()
 
 
 @app.command("tasks")
