@@ -343,7 +343,9 @@ def list_tasks(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # spinedx's own progress lines; other libraries (pynetdicom, highdicom, torch) only warn.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("spinedx").setLevel(logging.INFO)
     try:
         app()
     except InputError as exc:
