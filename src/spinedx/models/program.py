@@ -4,8 +4,8 @@ Building a bundled network the ordinary way imports the library that defines it 
 through them torchvision), which costs seconds on every cold start of ``spinedx analyze``. A model
 file may therefore carry, under ``program``, the network traced once with :func:`trace_program`
 (float16 weights where the state dict was float16) instead of its ``state_dict``; :func:`load_program` gives it
-back in float32 and :func:`program_state_dict` its weights under the eager network's names, for
-fine-tuning or ONNX export. The traced graph runs the same operations as the eager network, so its
+back in float32; its ``state_dict()`` holds the weights under the eager network's names, to rebuild
+that network for fine-tuning or ONNX export. The traced graph runs the same operations as the eager network, so its
 outputs are identical.
 """
 
@@ -14,12 +14,9 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from typing import Any
 
 import torch
 from torch import nn
-
-from spinedx.models.precision import full_precision
 
 
 def trace_program(
@@ -47,8 +44,3 @@ def load_program(data: torch.Tensor) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
         return torch.jit.load(io.BytesIO(data.numpy().tobytes()), map_location="cpu").float().eval()
-
-
-def program_state_dict(data: torch.Tensor) -> dict[str, Any]:
-    """The program's weights in float32, keyed like the eager network it was traced from."""
-    return full_precision(load_program(data).state_dict())

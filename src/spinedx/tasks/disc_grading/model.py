@@ -28,7 +28,7 @@ from spinedx.errors import InputError
 from spinedx.models.calibration import PlattScaler, TemperatureScaler, softmax_probabilities
 from spinedx.models.model_file import read_model_file, save_model_file
 from spinedx.models.precision import full_precision
-from spinedx.models.program import load_program, program_state_dict, trace_program
+from spinedx.models.program import load_program, trace_program
 from spinedx.tasks.disc_grading.network import (
     BINARY_TASKS,
     MODIC_GRADES,
@@ -81,7 +81,10 @@ class DiscGrader:
         path = Path(path)
         state = read_model_file(path, FORMAT, "a disc grader")
         try:
-            model = load_program(state["program"]) if "program" in state else grader_network(state)
+            if "program" in state:
+                model = load_program(state["program"])
+            else:
+                model = grader_network(state["model"], full_precision(state["state_dict"]))
             grader = cls(
                 model,
                 crop=state["crop"],
@@ -98,12 +101,7 @@ class DiscGrader:
         """The network as an eager module (to export to ONNX or train on), whichever form was loaded."""
         if isinstance(self.model, DiscGraderNet):
             return self.model
-        settings = self.architecture
-        network = DiscGraderNet(
-            settings["backbone"], pretrained="none", hidden=settings["hidden"], dropout=settings["dropout"]
-        )
-        network.load_state_dict(self.model.state_dict())
-        return network.eval()
+        return grader_network(self.architecture, self.model.state_dict())
 
     def compile(self, path: Path) -> Path:
         """Rewrite the grader file at ``path`` (which this grader was loaded from) with its network
@@ -200,15 +198,13 @@ def apply_calibration(logits: dict, calibration: dict | None) -> dict[str, np.nd
     }
 
 
-def grader_network(state: dict[str, Any]) -> DiscGraderNet:
-    """The eager network of a grader file's state (``model`` settings and the float16 weights, of its
-    ``state_dict`` or its ``program``), for training on or exporting."""
-    settings = dict(state["model"])
+def grader_network(architecture: dict[str, Any], weights: dict[str, torch.Tensor]) -> DiscGraderNet:
+    """The eager network: ``architecture`` (a grader file's ``model`` settings) with float32 ``weights``."""
     network = DiscGraderNet(
-        settings["backbone"], pretrained="none", hidden=settings["hidden"], dropout=settings["dropout"]
-    )
-    weights = (
-        program_state_dict(state["program"]) if "program" in state else full_precision(state["state_dict"])
+        architecture["backbone"],
+        pretrained="none",
+        hidden=architecture["hidden"],
+        dropout=architecture["dropout"],
     )
     network.load_state_dict(weights)
     return network.eval()
