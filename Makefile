@@ -17,12 +17,18 @@ $(BIN)/spinedx.installed: pyproject.toml
 
 install: $(BIN)/spinedx.installed
 
-# dcmtk's dsrdump checks the DICOM SR that spinedx writes; installed when we may (root with apt),
-# otherwise those checks skip.
+# System packages the tests drive for real: dcmtk (dsrdump parses our SR), Orthanc with its DICOMweb
+# plugin (the PACS bridge), Chromium (the viewer's browser tests) and PostgreSQL (the review store).
+# Installed when we may (root with apt); otherwise the tests that need them skip.
+SYSTEM_PACKAGES := dcmtk orthanc orthanc-dicomweb chromium postgresql
+SYSTEM_COMMANDS := dsrdump Orthanc chromium pg_ctlcluster
 system-tools:
-	@command -v dsrdump >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null) || \
-		echo "note: dcmtk not installed; SR parsing checks will skip"; }
+	@missing=0; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+		else echo "note: some of $(SYSTEM_PACKAGES) missing; the tests that need them will skip"; fi; \
+	fi
 
 demo: install
 	test -f $(DEMO_MRI)/series.csv || $(BIN)/spinedx synth mri --out $(DEMO_MRI) --patients 2 --seed 7
