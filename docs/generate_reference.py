@@ -400,6 +400,20 @@ FIELD_MEANINGS: dict[str, tuple[str, str]] = {
     "Disc.score": ("0–1", "localiser confidence of the box"),
     "Disc.grades": ("", "calibrated grades (`grades` object)"),
     "Disc.measurements": ("", "measurements (`measurements` object)"),
+    "Disc.evidence": (
+        "",
+        "Grad-CAM evidence (`evidence` object); written by `spinedx analyze`, absent where no heatmap was made "
+        "(e.g. `evaluate-discs`)",
+    ),
+    "Evidence.heatmap": (
+        "",
+        "path of the heatmap PNG relative to findings.json (`evidence/<level>.png`): 8-bit grayscale, the size of "
+        "the analysed slice, 255 = the strongest evidence for this disc, 0 outside the grader's view of it",
+    ),
+    "Evidence.finding": (
+        "",
+        "the grade the heatmap explains: the disc's most important positive finding, else `pfirrmann`",
+    ),
     "DiscGrades.herniation": ("", "probability of disc herniation (Platt-calibrated)"),
     "DiscGrades.bulging": ("", "probability of disc bulging (Platt-calibrated)"),
     "DiscGrades.narrowing": ("", "probability of disc-space narrowing (Platt-calibrated)"),
@@ -528,6 +542,7 @@ FINDINGS_MODELS = (
     ("Probability", "a binary grade: `discs[].grades.<herniation|bulging|…>`"),
     ("OrdinalGrade", "an ordinal grade: `discs[].grades.pfirrmann`, `discs[].grades.modic`"),
     ("DiscMeasurements", "`discs[].measurements`"),
+    ("Evidence", "`discs[].evidence`"),
 )
 
 

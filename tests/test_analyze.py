@@ -46,6 +46,18 @@ class StubGrader:
             for _ in boxes
         ]  # fmt: skip
 
+    def evidence_finding(self, grades):
+        return "herniation"
+
+    def evidence(self, pixels, boxes, ivd_labels, findings):
+        """Full evidence inside each box, none elsewhere."""
+        heatmaps = []
+        for xmin, ymin, xmax, ymax in boxes:
+            heatmap = np.zeros(np.shape(pixels), dtype=np.float32)
+            heatmap[int(ymin) : int(ymax), int(xmin) : int(xmax)] = 1.0
+            heatmaps.append(heatmap)
+        return heatmaps
+
 
 @pytest.fixture
 def slice_png(tmp_path) -> Path:
@@ -63,7 +75,7 @@ def test_findings_files_and_schema(slice_png, tmp_path):
     (result,) = analyze_inputs([slice_png], tmp_path / "out", "mri-discs", stub_pipeline())
     assert result.error is None
     folder = tmp_path / "out" / "case_01"
-    assert {p.name for p in folder.iterdir()} == {"findings.json", "overlay.png", "report.html"}
+    assert {p.name for p in folder.iterdir()} == {"findings.json", "overlay.png", "report.html", "evidence"}
     raw = json.loads((folder / "findings.json").read_text())
     assert raw["schema"] == SCHEMA
     assert raw["input"] == {
@@ -83,6 +95,22 @@ def test_findings_files_and_schema(slice_png, tmp_path):
     assert read_findings(folder / "findings.json").discs[1].level == "L4/L5"
     html = (folder / "report.html").read_text()
     assert "L4/L5" in html and "data:image/png;base64," in html
+    assert "Evidence (Grad-CAM)" in html and "L4/L5 · herniation 0.70" in html
+
+
+def test_every_disc_has_its_heatmap_in_place(slice_png, tmp_path):
+    (result,) = analyze_inputs([slice_png], tmp_path / "out", "mri-discs", stub_pipeline())
+    folder = result.out_dir
+    for disc in json.loads((folder / "findings.json").read_text())["discs"]:
+        assert disc["evidence"] == {
+            "heatmap": f"evidence/{disc['level'].replace('/', '-')}.png",
+            "finding": "herniation",
+        }
+        heatmap = np.asarray(Image.open(folder / disc["evidence"]["heatmap"]))
+        assert heatmap.shape == (256, 200) and heatmap.dtype == np.uint8
+        xmin, ymin, xmax, ymax = (int(v) for v in disc["box"])
+        assert heatmap[ymin:ymax, xmin:xmax].min() == 255
+        assert heatmap.sum() == 255 * (ymax - ymin) * (xmax - xmin)
 
 
 def test_no_disc_and_constant_images_warn(tmp_path):

@@ -9,6 +9,10 @@ Keys added with the spine segmenter (issue 4; present only when a segmenter ran)
 ("mm", or "px" when the pixel spacing is unknown: the three values are then px / px²); the
 findings gain ``masks`` (label-map PNG), ``mask_labels`` (its ``labels.json``) and, for volume
 inputs, ``mask_nifti``, each a path relative to findings.json.
+
+Per disc, ``evidence`` (present when analysis made a heatmap) names the Grad-CAM PNG of the grader
+for one finding of that disc: ``{"heatmap": "evidence/L4-L5.png", "finding": "herniation"}`` — an
+8-bit grayscale image the size of the analysed slice (255 = the strongest evidence for that disc).
 """
 
 from __future__ import annotations
@@ -70,6 +74,13 @@ class DiscMeasurements(_Open):
     height_ratio: float | None
 
 
+class Evidence(_Open):
+    heatmap: str
+    """Path of the heatmap PNG, relative to findings.json."""
+    finding: str
+    """The grade it explains, a key of the disc's ``grades``."""
+
+
 class Disc(_Open):
     level: str
     ivd_label: int
@@ -77,6 +88,7 @@ class Disc(_Open):
     score: float
     grades: DiscGrades
     measurements: DiscMeasurements
+    evidence: Evidence | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class Findings(_Open):

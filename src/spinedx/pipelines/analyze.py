@@ -3,6 +3,7 @@
 With a spine segmenter (bundled when registered) the folder also holds the label map as
 ``masks.png`` (pixel values = classes of ``labels.json``), plus ``masks.nii.gz`` for volume inputs;
 findings.json names them under ``masks``, ``mask_labels`` and ``mask_nifti`` (paths relative to it).
+Each disc's Grad-CAM heatmap is ``evidence/<level>.png`` (named by the disc's ``evidence``).
 
 The task comes from ``--task`` or, for DICOM inputs, from the Modality tag (MR → mri-discs).
 A plain image without ``--task`` is an error naming the file. One bad input is reported and
@@ -17,16 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_bytes
-from spinedx.io.findings import Findings, write_findings
+from spinedx.io.findings import Evidence, Findings, write_findings
 from spinedx.io.limits import MIN_SPINE_SIDE
 from spinedx.io.masks import write_label_nifti, write_label_png, write_label_table
 from spinedx.io.output_location import atomic_directory, unique_output_names
 from spinedx.io.volumes import SagittalSlice, read_sagittal
-from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
-from spinedx.report.overlay import render_overlay
+from spinedx.pipelines.mri_discs.pipeline import Analysis, MriDiscPipeline
+from spinedx.report.overlay import render_evidence, render_overlay
 from spinedx.report.study_report import write_study_report
 from spinedx.tasks import analysis_tasks, get_task
 
@@ -72,28 +74,49 @@ def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
             image = read_sagittal(path, min_side=MIN_SPINE_SIDE)
             task_name = resolve_task(image, task)
             pipeline = pipeline or get_task(task_name).load("analyzer").bundled()
-            findings, label_map = pipeline.analyze_with_label_map(image, name)
+            analysis = pipeline.analyze_in_full(image, name)
             target = Path(out_dir) / name
             with atomic_directory(target) as work:
-                _write_result(work, findings, label_map, image)
+                _write_result(work, analysis, image)
                 if finish is not None:
                     finish(work, path)
-            yield AnalyzedInput(path, findings, target, note=notes.get(path))
+            yield AnalyzedInput(path, analysis.findings, target, note=notes.get(path))
         except InputError as exc:
             yield AnalyzedInput(path, error=str(exc))
 
 
-def _write_result(
-    folder: Path, findings: Findings, label_map: np.ndarray | None, image: SagittalSlice
-) -> None:
-    """findings.json (last: its presence marks a complete folder), overlay.png, report.html and masks."""
-    if label_map is not None:
-        _write_masks(findings, label_map, image, folder)
-    buffer = io.BytesIO()
-    render_overlay(image.pixels, findings.discs).save(buffer, format="PNG")
-    atomic_write_bytes(folder / "overlay.png", buffer.getvalue())
-    write_study_report(folder / "report.html", findings, buffer.getvalue())
+def _write_result(folder: Path, analysis: Analysis, image: SagittalSlice) -> None:
+    """findings.json (last: its presence marks a complete folder), overlay.png, report.html, masks
+    and heatmaps."""
+    findings = analysis.findings
+    if analysis.label_map is not None:
+        _write_masks(findings, analysis.label_map, image, folder)
+    evidence_pngs = _write_evidence(findings, analysis, image, folder)
+    overlay = _png_bytes(render_overlay(image.pixels, findings.discs))
+    atomic_write_bytes(folder / "overlay.png", overlay)
+    write_study_report(folder / "report.html", findings, overlay, evidence_pngs)
     write_findings(findings, folder / "findings.json")
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_evidence(
+    findings: Findings, analysis: Analysis, image: SagittalSlice, folder: Path
+) -> list[bytes]:
+    """Each disc's heatmap as ``evidence/<level>.png`` (named in its findings); returns the report's
+    rendering of each (the region around the disc with its heatmap blended over it)."""
+    rendered = []
+    for disc, evidence in zip(findings.discs, analysis.evidence, strict=False):
+        relative = f"evidence/{disc.level.replace('/', '-')}.png"
+        heatmap = np.clip(evidence.heatmap * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        atomic_write_bytes(folder / relative, _png_bytes(Image.fromarray(heatmap)))
+        disc.evidence = Evidence(heatmap=relative, finding=evidence.finding)
+        rendered.append(_png_bytes(render_evidence(image.pixels, evidence.heatmap, disc.box)))
+    return rendered
 
 
 def _write_masks(findings: Findings, label_map: np.ndarray, image: SagittalSlice, target: Path) -> None:

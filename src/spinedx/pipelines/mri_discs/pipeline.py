@@ -6,6 +6,9 @@ a slice that is very probably no spine MR image is not analysed further.
 With a segmenter, each disc's measurements also carry posterior_extent_mm, canal_ap_mm and
 disc_area_mm2 from the label map (:mod:`~spinedx.pipelines.mri_discs.measure_seg`; in px / px²
 when the pixel spacing is unknown, as ``unit`` says).
+
+:meth:`MriDiscPipeline.analyze_in_full` also returns, per disc, the Grad-CAM heatmap of the finding
+that most needs explaining (:meth:`~spinedx.tasks.disc_grading.model.DiscGrader.evidence`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,23 @@ TASK = "mri-discs"
 MODEL_NAME = "spinedx-mri-discs"
 NO_DISC_WARNING = "no intervertebral disc found: is this a sagittal spine MR image?"
 CONSTANT_WARNING = "the image is constant (no contrast): nothing to analyse"
+
+
+@dataclass
+class DiscEvidence:
+    finding: str
+    """The grade the heatmap explains (e.g. "herniation", "pfirrmann")."""
+    heatmap: np.ndarray
+    """Grad-CAM, float32 in [0, 1], same shape as the analysed slice."""
+
+
+@dataclass
+class Analysis:
+    findings: Findings
+    label_map: np.ndarray | None
+    """The segmenter's label map (None without a segmenter or for a slice not analysed)."""
+    evidence: list[DiscEvidence]
+    """One per disc of ``findings.discs``, same order."""
 
 
 @dataclass
@@ -71,16 +91,16 @@ class MriDiscPipeline:
         return None if self.segmenter is None else self.segmenter.segment(image)
 
     def analyze(self, image: SagittalSlice, image_id: str) -> Findings:
-        return self.analyze_with_label_map(image, image_id)[0]
+        """The findings alone (no heatmaps: what evaluation needs)."""
+        return self.analyze_in_full(image, image_id, evidence=False).findings
 
-    def analyze_with_label_map(
-        self, image: SagittalSlice, image_id: str
-    ) -> tuple[Findings, np.ndarray | None]:
-        """Findings and the label map they used (None without a segmenter or for a slice not analysed)."""
+    def analyze_in_full(self, image: SagittalSlice, image_id: str, *, evidence: bool = True) -> Analysis:
+        """Findings, the label map they used and (with ``evidence``) one heatmap per disc."""
         started = time.perf_counter()
         pixels = image.pixels
         warnings = list(image.warnings)
         discs: list[Disc] = []
+        disc_evidence: list[DiscEvidence] = []
         extra = {}
         constant = float(np.ptp(pixels)) == 0.0
         refused = False
@@ -120,8 +140,12 @@ class MriDiscPipeline:
                     )
                     for detection, grade, height in zip(detections, grades, heights, strict=True)
                 ]
+                if evidence:
+                    explained = [self.grader.evidence_finding(grade) for grade in grades]
+                    heatmaps = self.grader.evidence(pixels, boxes, labels, explained)
+                    disc_evidence = [DiscEvidence(*pair) for pair in zip(explained, heatmaps, strict=True)]
         height, width = pixels.shape
-        return Findings(
+        findings = Findings(
             input=InputInfo(
                 path=str(image.path),
                 image_id=image_id,
@@ -137,7 +161,8 @@ class MriDiscPipeline:
             warnings=warnings,
             timing_s={"total": round(time.perf_counter() - started, 4)},
             **extra,
-        ), label_map
+        )
+        return Analysis(findings, label_map, disc_evidence)
 
 
 def _segmentation_measurements(label_map: np.ndarray | None, box, pixel_spacing_mm) -> dict:

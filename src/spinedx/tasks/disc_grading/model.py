@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from scipy.special import expit
 
 from spinedx.errors import InputError
@@ -36,6 +38,8 @@ from spinedx.tasks.disc_grading.network import (
     DiscGraderNet,
     disc_crops,
     level_index,
+    padded_margin,
+    padded_size,
     pfirrmann_grade,
     pfirrmann_probabilities,
     view_crops,
@@ -45,6 +49,16 @@ FORMAT = "spinedx.disc_grader/1"
 """Format tag of disc grader model files."""
 REGISTRY_NAME = "disc_grader"
 """Name of the bundled grader in the weights manifest."""
+EVIDENCE_PRIORITY: tuple[str, ...] = (
+    "herniation",
+    "bulging",
+    "narrowing",
+    "spondylolisthesis",
+    "up_endplate",
+    "low_endplate",
+)
+"""Which positive finding of a disc its heatmap explains, most important first; a disc without one
+gets the heatmap of its Pfirrmann grade (every disc is graded)."""
 
 
 class DiscGrader:
@@ -124,9 +138,67 @@ class DiscGrader:
                     f"disc grading: box {box} is not (xmin, ymin, xmax, ymax) with positive size"
                 )
         crops = disc_crops(pixels, boxes, self.crop_size, self.margin, self.pad)
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: its tensors, cached by the eager network, could not take part in evidence()
             logits = predict_logits(self.model, crops, labels, self.crop_size)
         return apply_calibration(logits, self.calibration)
+
+    def evidence_finding(self, grades: dict[str, dict]) -> str:
+        """The finding of one disc's :meth:`grade` entry that its heatmap should explain."""
+        thresholds = self.thresholds
+        for name in EVIDENCE_PRIORITY:
+            if name in grades and grades[name]["probability"] >= thresholds.get(name, 0.5):
+                return name
+        return "pfirrmann"
+
+    def evidence(self, pixels: np.ndarray, boxes, ivd_labels, findings: list[str]) -> list[np.ndarray]:
+        """Grad-CAM heatmap of each disc's ``findings[i]`` logit, in ``pixels``' frame: float32 in [0, 1],
+        zero outside the network's view of that disc.
+
+        Computed here with autograd rather than pytorch-grad-cam or MONAI: both hook submodules,
+        which a traced program does not have, and both would load libraries analysis avoids.
+        """
+        boxes = [tuple(float(v) for v in box) for box in boxes]
+        if not boxes:
+            return []
+        crops = torch.from_numpy(disc_crops(pixels, boxes, self.crop_size, self.margin, self.pad))
+        views = view_crops(crops, self.crop_size).requires_grad_(True)
+        levels = torch.from_numpy(level_index(ivd_labels))
+        with torch.enable_grad():
+            outputs = self.model(views, levels)
+            maps = outputs["evidence_maps"]
+            targets = torch.stack([_target_logit(outputs, row, name) for row, name in enumerate(findings)])
+            (gradients,) = torch.autograd.grad(targets.sum(), maps)
+        weights = gradients.mean(dim=(2, 3), keepdim=True)
+        cams = torch.relu((weights * maps.detach()).sum(1, keepdim=True))
+        cams = F.interpolate(
+            cams, size=(self.crop_size, self.crop_size), mode="bilinear", align_corners=False
+        )
+        peaks = cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        cams = (cams / peaks)[:, 0].numpy()
+        return [self._in_image(cam, box, np.shape(pixels)) for cam, box in zip(cams, boxes, strict=True)]
+
+    def _in_image(self, cam: np.ndarray, box: tuple, shape: tuple[int, int]) -> np.ndarray:
+        """``cam`` (the network's view of ``box``) resampled into an image of ``shape``, zero elsewhere.
+
+        The view is the centre ``crop_size`` pixels of the padded crop, which
+        :func:`spinedx.data.crops.crop_box` cuts as a square around the box centre.
+        """
+        height, width = shape
+        big = padded_size(self.crop_size, self.pad)
+        side = max(box[2] - box[0], box[3] - box[1], 1.0) * (
+            1.0 + 2.0 * padded_margin(self.margin, big / self.crop_size)
+        )
+        left = round((box[0] + box[2]) / 2.0 - side / 2.0) + (big - self.crop_size) // 2 * side / big
+        top = round((box[1] + box[3]) / 2.0 - side / 2.0) + (big - self.crop_size) // 2 * side / big
+        view_side = max(int(round(self.crop_size * side / big)), 1)
+        resized = np.asarray(Image.fromarray(cam.astype(np.float32)).resize((view_side, view_side)))
+        heatmap = np.zeros((height, width), dtype=np.float32)
+        x0, y0 = int(round(left)), int(round(top))
+        ix0, iy0 = max(x0, 0), max(y0, 0)
+        ix1, iy1 = min(x0 + view_side, width), min(y0 + view_side, height)
+        if ix1 > ix0 and iy1 > iy0:
+            heatmap[iy0:iy1, ix0:ix1] = resized[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+        return np.clip(heatmap, 0.0, 1.0)
 
     def grade(self, pixels: np.ndarray, boxes: list[tuple], ivd_labels: list[int]) -> list[dict]:
         """One dict per box (same order) with calibrated probabilities and grades, keys in SPIDER's order."""
@@ -150,6 +222,13 @@ class DiscGrader:
                     entry[name] = {"probability": float(probs["binary"][i, BINARY_TASKS.index(name)])}
             results.append(entry)
         return results
+
+
+def _target_logit(outputs: dict[str, torch.Tensor], row: int, finding: str) -> torch.Tensor:
+    """The logit of ``finding`` for crop ``row`` (Pfirrmann: its ordinal score, shared by every threshold)."""
+    if finding == "pfirrmann":
+        return outputs["pfirrmann"][row, 0]
+    return outputs["binary"][row, BINARY_TASKS.index(finding)]
 
 
 @torch.no_grad()

@@ -15,6 +15,9 @@ Outputs (a dict of logits, see :data:`GRADE_TASKS`):
 ``pfirrmann`` ``(N, 4)``: CORAL cumulative logits ``logit P(grade > k)`` for k = 1..4, one shared
               score minus four ordered thresholds (rank-consistent).
 ``modic``     ``(N, 4)``: class logits for Modic 0..3.
+``evidence_maps`` ``(N, C, S/16, S/16)``: activations of the backbone stage at stride
+              :data:`EVIDENCE_REDUCTION`, which Grad-CAM weighs by their gradients
+              (:meth:`spinedx.tasks.disc_grading.model.DiscGrader.evidence`).
 
 Crops: :func:`disc_crops` cuts a square around each box (:func:`spinedx.data.crops.crop_box`)
 enlarged by ``margin`` of the box's longer side on each side, at ``pad`` times the network size,
@@ -67,6 +70,9 @@ GRADE_TASKS: dict[str, GradeTask] = {
 OUTPUT_ORDER: tuple[str, ...] = GRADE_COLUMNS
 """Key order of :meth:`spinedx.tasks.disc_grading.model.DiscGrader.grade` results (SPIDER's)."""
 N_LEVELS = 10
+EVIDENCE_REDUCTION = 16
+"""Grad-CAM reads the backbone stage at this stride: the last stage (32) is 3x3 on a 96-px crop, too
+coarse to tell the disc from its posterior margin and the canal."""
 """Level one-hot size: ivd_label 0..9 (labels above 9, thoracic discs rarely graded, share 9)."""
 
 
@@ -261,6 +267,11 @@ class DiscGraderNet(nn.Module):
         self.descriptor_norm = nn.BatchNorm1d(n_descriptors, affine=False) if descriptors else None
         with torch.no_grad():
             channels = self.backbone.forward_features(torch.zeros(1, 3, 64, 64)).shape[1]
+        self.evidence_stage = max(
+            index
+            for index, stage in enumerate(self.backbone.feature_info)
+            if stage["reduction"] <= EVIDENCE_REDUCTION
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.shared = nn.Sequential(
@@ -288,22 +299,27 @@ class DiscGraderNet(nn.Module):
         gaps = F.softplus(self.pfirrmann_gaps)
         return torch.cat([self.pfirrmann_first.view(1), self.pfirrmann_first + torch.cumsum(gaps, 0)])
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
+    def feature_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's last feature maps and those of its evidence stage (one pass)."""
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        maps = self.backbone.forward_features((images - self.mean) / self.std)
-        return self.pool(maps).flatten(1)
+        final, (evidence,) = self.backbone.forward_intermediates(
+            (images - self.mean) / self.std, indices=[self.evidence_stage]
+        )
+        return final, evidence
 
     def forward(self, images: torch.Tensor, levels: torch.Tensor) -> dict[str, torch.Tensor]:
         onehot = F.one_hot(levels.long().clamp(0, self.n_levels - 1), self.n_levels).to(images.dtype)
         described = self.descriptors(images)
-        pooled = self.dropout(self.features(images))
+        final_maps, evidence_maps = self.feature_maps(images)
+        pooled = self.dropout(self.pool(final_maps).flatten(1))
         side = torch.cat([described, onehot], 1)
         hidden = torch.cat([self.shared(torch.cat([pooled, side], 1)), side], 1)
         return {
             "binary": self.binary(hidden),
             "pfirrmann": self.pfirrmann_score(hidden) - self.thresholds().view(1, -1),
             "modic": self.modic(hidden),
+            "evidence_maps": evidence_maps,
         }
 
     def set_frozen_blocks(self, n_blocks: int) -> None:
