@@ -248,3 +248,57 @@ def _analyse_received_study(analyze_into: Path, send_to: str | None):
             log.info("%s", report.summary())
 
     return on_study_complete
+
+
+DEFAULT_DATA_DIR = Path("spinedx-data")
+"""The review service's folder (uploads, results, and the SQLite database unless ``--db``)."""
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None,
+          data_dir: str | Path = DEFAULT_DATA_DIR, keep_phi: bool = False, workers: int = 1,
+          max_queued: int = 64) -> None:  # fmt: skip
+    """Run the review service until interrupted; the token is SPINEDX_TOKEN.
+
+    Without SPINEDX_TOKEN the service listens only on loopback, with a random token it logs.
+    """
+    import logging
+
+    from spinedx.serve.runner import resolve_token, serve
+    from spinedx.serve.settings import ServeSettings
+
+    if workers < 1 or max_queued < 1:
+        raise InputError("--workers and --max-queued must be at least 1")
+    token, generated = resolve_token(host)
+    check_output_location(Path(data_dir))
+    if generated:
+        logging.getLogger("spinedx.serve").warning(
+            "SPINEDX_TOKEN not set: this session's token is %s (enter it in the viewer)", token
+        )
+    settings = ServeSettings(data_dir=Path(data_dir), token=token, db_url=db, keep_phi=keep_phi,
+                             workers=workers, max_queued=max_queued)  # fmt: skip
+    serve(settings, host, port)
+
+
+def export_reviews(out_dir: str | Path, since: str | None = None, db: str | None = None,
+                   data_dir: str | Path = DEFAULT_DATA_DIR):  # fmt: skip
+    """Reviewed MRI studies as spider-sagittal training data in ``out_dir`` (see spinedx.serve.export)."""
+    from datetime import UTC, datetime
+
+    from spinedx.serve.export import export_reviews as export
+    from spinedx.store import open_store
+
+    when = None
+    if since is not None:
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            raise InputError(f"--since: expected a date like 2026-12-01 (ISO 8601), got {since!r}") from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    if not Path(data_dir).is_dir():
+        raise InputError(f"--data: {data_dir}: folder not found (the folder `spinedx serve` used)")
+    check_output_location(Path(out_dir))
+    store = open_store(db, Path(data_dir))
+    try:
+        return export(store, Path(out_dir), since=when)
+    finally:
+        store.close()

@@ -30,6 +30,8 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(data_app, name="data")
 pacs_app = typer.Typer(help="Exchange DICOM with a PACS or modality (C-STORE).", no_args_is_help=True)
 app.add_typer(pacs_app, name="pacs")
+reviews_app = typer.Typer(help="Reviews made in `spinedx serve`.", no_args_is_help=True)
+app.add_typer(reviews_app, name="reviews")
 
 EXIT_BAD_INPUT = 2
 
@@ -315,6 +317,48 @@ def pacs_listen(
             time.sleep(1)
     except KeyboardInterrupt:
         listener.stop()
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="address to listen on (other than loopback only with SPINEDX_TOKEN)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    db: Annotated[
+        str | None,
+        typer.Option(help="database URL (default: SQLite in --data), e.g. postgresql+psycopg://user@host/db"),
+    ] = None,
+    data: Annotated[
+        Path, typer.Option(help="folder for uploads, results and the default database")
+    ] = api.DEFAULT_DATA_DIR,
+    keep_phi: Annotated[
+        bool, typer.Option("--keep-phi", help="store DICOM uploads without de-identifying them")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="analysis worker threads (they share one set of models)")] = 1,
+    max_queued: Annotated[
+        int, typer.Option(help="uploads waiting for analysis before new ones get 503")
+    ] = 64,
+) -> None:
+    """The review service and viewer: upload studies, read the findings, accept or correct them."""
+    api.serve(host, port, db=db, data_dir=data, keep_phi=keep_phi, workers=workers, max_queued=max_queued)
+
+
+@reviews_app.command("export")
+def reviews_export(
+    out: Annotated[Path, typer.Option(help="output folder (spider-sagittal layout)")],
+    since: Annotated[
+        str | None, typer.Option(help="only studies reviewed since this date (ISO 8601)")
+    ] = None,
+    db: Annotated[str | None, typer.Option(help="database URL (default: SQLite in --data)")] = None,
+    data: Annotated[Path, typer.Option(help="the folder `spinedx serve` used")] = api.DEFAULT_DATA_DIR,
+) -> None:
+    """Reviewed studies as training data, with the reviewers' corrections, for `spinedx train`."""
+    summary = api.export_reviews(out, since=since, db=db, data_dir=data)
+    typer.echo(
+        f"wrote {summary.studies} reviewed studies ({summary.discs} discs; {summary.skipped_discs} "
+        f"rejected or ungraded discs left out) to {summary.out_dir}"
+    )
 
 
 @app.command("tasks")
