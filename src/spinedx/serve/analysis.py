@@ -39,6 +39,19 @@ EIGHT_BIT_KINDS = ("png", "jpeg")
 DEFAULT_TASK = "mri-discs"
 _STOP = None
 
+# One set of models per process, whichever pool (or app) asks: loading them takes seconds.
+_PIPELINES: dict[str, object] = {}
+_PIPELINES_LOCK = threading.Lock()
+
+
+def task_pipeline(task: str):
+    """The analysis pipeline of ``task`` with its bundled models, loaded on first use."""
+    with _PIPELINES_LOCK:
+        if task not in _PIPELINES:
+            log.info("loading the %s models", task)
+            _PIPELINES[task] = get_task(task).load("analyzer").bundled()
+        return _PIPELINES[task]
+
 
 def study_dir(data_dir: Path, study_id: str) -> Path:
     return data_dir / "studies" / study_id
@@ -55,8 +68,6 @@ class AnalysisPool:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._waiting = 0
         self._lock = threading.Lock()
-        self._pipelines: dict[str, object] = {}
-        self._pipeline_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> int:
@@ -123,13 +134,6 @@ class AnalysisPool:
                 log.exception("study %s: analysis failed unexpectedly", study_id)
                 self._update(study_id, status=FAILED, error="internal error during analysis", progress=1.0)
 
-    def _pipeline(self, task: str):
-        with self._pipeline_lock:
-            if task not in self._pipelines:
-                log.info("loading the %s models", task)
-                self._pipelines[task] = get_task(task).load("analyzer").bundled()
-            return self._pipelines[task]
-
     def _update(self, study_id: str, **values) -> None:
         with self.store.session() as session:
             study = session.get(Study, study_id)
@@ -148,7 +152,7 @@ class AnalysisPool:
         try:
             image = read_sagittal(input_path, min_side=MIN_SPINE_SIDE)
             task = resolve_task(image, requested or (DEFAULT_TASK if kind in EIGHT_BIT_KINDS else None))
-            pipeline = self._pipeline(task)
+            pipeline = task_pipeline(task)
             self._update(study_id, task=task, progress=0.3)
             (result,) = analyze_inputs([input_path], folder / "result", task=task, pipeline=pipeline)
             if result.error is not None:
