@@ -26,6 +26,7 @@ from spinedx.io.output_location import check_output_location
 
 if TYPE_CHECKING:
     from spinedx.data.check import DatasetReport
+    from spinedx.dicom.orthanc import StudyOutcome
     from spinedx.dicom.pacs import PacsListener, SendReport
     from spinedx.pipelines.analyze import AnalyzedInput
     from spinedx.pipelines.mri_discs.evaluate import DiscEvaluation
@@ -252,6 +253,40 @@ def _analyse_received_study(analyze_into: Path, send_to: str | None):
 
 DEFAULT_DATA_DIR = Path("spinedx-data")
 """The review service's folder (uploads, results, and the SQLite database unless ``--db``)."""
+
+
+def pacs_watch(orthanc: str, *, modalities: list[str] | None = None, send_to: str = "stow",
+               stable_age: float = 0.0, db: str | None = None, data_dir: str | Path = DEFAULT_DATA_DIR,
+               deid: bool = False, once: bool = False, poll_seconds: float = 2.0) -> Iterator[StudyOutcome]:  # fmt: skip
+    """Analyse each new stable study of the Orthanc at ``orthanc`` and store SR, SEG and SC back.
+
+    ``send_to``: ``"stow"`` (STOW-RS), an AE title (C-STORE to Orthanc's DICOM port) or
+    ``HOST:PORT:AE``. What was done per study is kept in the review service's database (``db``,
+    default SQLite in ``data_dir``), so a restart neither repeats nor loses work. ``deid``: the
+    study is de-identified before analysis and the results go back as a de-identified study (the
+    UID map stays in ``data_dir/pacs/uid_map.json``). Yields each study's outcome; ``once`` stops
+    when the change feed is read to its end. Orthanc is checked now, before the first study.
+    """
+    from spinedx.dicom.orthanc import OrthancWatcher
+    from spinedx.store import open_store
+
+    check_output_location(Path(data_dir))
+    store = open_store(db, Path(data_dir))
+    try:
+        watcher = OrthancWatcher(orthanc, store, modalities=tuple(modalities) if modalities else None,
+                                 send_to=send_to, stable_age=stable_age, deid=deid,
+                                 poll_seconds=poll_seconds)  # fmt: skip
+    except BaseException:
+        store.close()
+        raise
+
+    def outcomes() -> Iterator[StudyOutcome]:
+        try:
+            yield from watcher.watch(once)
+        finally:
+            store.close()
+
+    return outcomes()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None,

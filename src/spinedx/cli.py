@@ -319,6 +319,47 @@ def pacs_listen(
         listener.stop()
 
 
+@pacs_app.command("watch")
+def pacs_watch(
+    orthanc: Annotated[str, typer.Option(help="Orthanc's URL, e.g. http://127.0.0.1:8042")],
+    modality_filter: Annotated[
+        str, typer.Option(help="analyse the series of these modalities (comma-separated)")
+    ] = "MR",
+    send_to: Annotated[
+        str,
+        typer.Option(help="'stow' (STOW-RS), an AE title (C-STORE to Orthanc's DICOM port) or HOST:PORT:AE"),
+    ] = "stow",
+    stable_age: Annotated[
+        float, typer.Option(help="extra seconds without new instances, on top of Orthanc's StableAge")
+    ] = 0.0,
+    db: Annotated[str | None, typer.Option(help="database URL (default: SQLite in --data)")] = None,
+    data: Annotated[
+        Path, typer.Option(help="the review service's data folder (database, results, UID map)")
+    ] = api.DEFAULT_DATA_DIR,
+    deid: Annotated[
+        bool, typer.Option("--deid", help="de-identify each study first; results go back de-identified")
+    ] = False,
+    once: Annotated[bool, typer.Option("--once", help="handle what is stable now, then exit")] = False,
+) -> None:
+    """Analyse each new stable Orthanc study and store SR, SEG and SC back; a restart resumes."""
+    outcomes = api.pacs_watch(orthanc, modalities=modality_filter.split(","), send_to=send_to,
+                              stable_age=stable_age, db=db, data_dir=data, deid=deid, once=once)  # fmt: skip
+    typer.echo(f"watching {orthanc} (Ctrl-C stops)" if not once else f"reading {orthanc}'s changes")
+    failed = 0
+    try:
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                failed += 1
+                typer.echo(f"error: study {outcome.orthanc_id}: {outcome.detail}", err=True)
+            else:
+                typer.echo(f"study {outcome.orthanc_id}: {outcome.detail}")
+    except KeyboardInterrupt:
+        typer.echo("stopped; a study cut short is analysed again on the next start", err=True)
+        return
+    if failed:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
 @app.command()
 def serve(
     host: Annotated[
