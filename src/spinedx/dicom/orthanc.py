@@ -119,10 +119,13 @@ class _Orthanc:
             url=f"{self.url}/dicom-web", session=self.session, timeout=timeout, chunk_size=MAX_STOW_BYTES
         )
 
-    def get(self, path: str, **params: Any) -> Any:
+    def get_text(self, path: str, **params: Any) -> str:
         response = self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout)
         response.raise_for_status()
-        return response.json()
+        return response.text
+
+    def get(self, path: str, **params: Any) -> Any:
+        return json.loads(self.get_text(path, **params))
 
     def system(self) -> dict[str, Any]:
         try:
@@ -275,7 +278,7 @@ class OrthancWatcher:
         return self._process(orthanc_id, study["MainDicomTags"]["StudyInstanceUID"], wanted), True
 
     def _quiet_seconds(self, study: dict[str, Any]) -> float:
-        now = datetime.strptime(self.orthanc.get("/tools/now"), _ORTHANC_TIME)
+        now = datetime.strptime(self.orthanc.get_text("/tools/now").strip(), _ORTHANC_TIME)
         return (now - datetime.strptime(study["LastUpdate"], _ORTHANC_TIME)).total_seconds()
 
     # --- one study
