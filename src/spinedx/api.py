@@ -135,7 +135,8 @@ def predict(
 
 
 def analyze_iter(inputs: list[str | Path], out_dir: str | Path, task: str | None = None,
-                 dicom: bool = False) -> Iterator[AnalyzedInput]:  # fmt: skip
+                 dicom: bool = False, deid: bool = False,
+                 uid_map: str | Path = "uid_map.json") -> Iterator[AnalyzedInput]:  # fmt: skip
     """Like :func:`analyze`, yielding each input's result as soon as it is written."""
     from spinedx.pipelines.analyze import analyze_inputs
 
@@ -145,15 +146,22 @@ def analyze_iter(inputs: list[str | Path], out_dir: str | Path, task: str | None
         from spinedx.dicom import write_dicom_results
 
         finish = write_dicom_results
+    if deid:
+        from spinedx.dicom.deid_inputs import analyze_deidentified
+
+        return analyze_deidentified([Path(p) for p in inputs], Path(out_dir), Path(uid_map), task, finish)
     return analyze_inputs([Path(p) for p in inputs], Path(out_dir), task, finish=finish)
 
 
 def analyze(inputs: list[str | Path], out_dir: str | Path, task: str | None = None,
-            dicom: bool = False) -> list[AnalyzedInput]:  # fmt: skip
+            dicom: bool = False, deid: bool = False,
+            uid_map: str | Path = "uid_map.json") -> list[AnalyzedInput]:  # fmt: skip
     """Findings per input with the bundled models (files as ``spinedx analyze`` writes them);
     an input that fails has ``error`` set and the others go on. ``dicom``: also the DICOM SR, SEG
-    and Secondary Capture of each DICOM input, next to its findings.json."""
-    return list(analyze_iter(inputs, out_dir, task, dicom))
+    and Secondary Capture of each DICOM input, next to its findings.json. ``deid``: DICOM inputs
+    are de-identified first (PS3.15 basic profile, copies in ``out_dir/deidentified-inputs``, UID
+    map in ``uid_map``) and only the copies are analysed."""
+    return list(analyze_iter(inputs, out_dir, task, dicom, deid, uid_map))
 
 
 def deidentify(in_dir: str | Path, out_dir: str | Path, uid_map: str | Path) -> list[Path]:

@@ -182,10 +182,18 @@ def analyze(
     dicom: Annotated[
         bool, typer.Option("--dicom", help="DICOM inputs: also sr.dcm (TID 1500), seg.dcm and overlay.dcm")
     ] = False,
+    deid: Annotated[
+        bool,
+        typer.Option("--deid", help="analyse de-identified copies of DICOM inputs (PS3.15 basic profile)"),
+    ] = False,
+    uid_map: Annotated[
+        Path,
+        typer.Option(help="with --deid: JSON file of old -> new UIDs (read and extended; keep it on site)"),
+    ] = Path("uid_map.json"),
 ) -> None:
     """Findings per input with the bundled models: findings.json, overlay.png and report.html."""
     failed = 0
-    for result in api.analyze_iter(inputs, out, task, dicom=dicom):
+    for result in api.analyze_iter(inputs, out, task, dicom=dicom, deid=deid, uid_map=uid_map):
         if result.note:
             typer.echo(f"warning: {result.note}", err=True)
         if result.error:
