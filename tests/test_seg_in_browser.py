@@ -1,0 +1,152 @@
+"""The DICOM SEG spinedx writes, drawn over its source by the review viewer in headless Chromium.
+
+Viewers draw SEG objects flipped or shifted when they mishandle orientation (OHIF #3420, #3754).
+A synthetic MR slice is stored transposed and mirrored (rows toward the front, columns toward the
+head); analysing it as ``spinedx analyze --dicom`` does writes seg.dcm for it. highdicom reads the SEG back in
+the source's stored pixel order; the test turns that into the displayed orientation from the
+source's ImageOrientationPatient alone, and hands it to the viewer as the study's mask while the
+real service shows the uploaded source. The disc segment must land on each detected disc, and no
+segment may show at the image corners.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from viewer_server import (
+    Screen,
+    chromium_page,
+    deepest_point,
+    mask_colour,
+    open_study,
+    require_chromium,
+    review_server,
+)
+
+# Rows of the stored image run toward the head, columns toward the front (LPS: -y is anterior).
+STORED_ORIENTATION = (0.0, 0.0, 1.0, 0.0, -1.0, 0.0)
+# How spinedx displays a sagittal slice: along a row toward the back, down the rows toward the feet.
+DISPLAY_ROW, DISPLAY_COLUMN = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])
+COLOUR_TOLERANCE = 30
+CORNER = 6
+
+
+def _to_display(stored: np.ndarray, orientation) -> np.ndarray:
+    """``stored`` (rows along the orientation's column cosine) turned to the displayed orientation."""
+    row, column = np.array(orientation[:3]), np.array(orientation[3:])
+    if abs(row @ DISPLAY_ROW) < 0.5:  # rows and columns swap places
+        stored, row, column = stored.T, column, row
+    if row @ DISPLAY_ROW < 0:
+        stored = stored[:, ::-1]
+    if column @ DISPLAY_COLUMN < 0:
+        stored = stored[::-1, :]
+    return stored
+
+
+def _mr_file(display: np.ndarray, path) -> str:
+    """A single MR slice holding ``display`` stored in STORED_ORIENTATION; returns its SOPInstanceUID."""
+    stored = display[::-1, ::-1].T
+    assert np.array_equal(_to_display(stored, STORED_ORIENTATION), display)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Seg^Browser", "SEG-1", "19700101", "M"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
+        generate_uid(),
+        generate_uid(),
+        generate_uid(),
+    )
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101010", "1", "ACC1"
+    ds.ReferringPhysicianName, ds.Manufacturer, ds.Modality = "", "Synth", "MR"
+    ds.SeriesNumber, ds.InstanceNumber, ds.PositionReferenceIndicator = 1, 1, ""
+    ds.ImageOrientationPatient = list(STORED_ORIENTATION)
+    ds.ImagePositionPatient = [0.0, 100.0, -150.0]
+    ds.PixelSpacing, ds.SliceThickness = [0.9, 0.9], 4.0
+    ds.set_pixel_data(stored.astype(np.uint16), "MONOCHROME2", 12)
+    ds.save_as(path, enforce_file_format=True)
+    return ds.SOPInstanceUID
+
+
+def test_seg_lands_on_the_discs_in_the_viewer(tmp_path):
+    require_chromium()
+    from spinedx.dicom import write_dicom_results
+    from spinedx.pipelines.analyze import analyze_inputs
+    from spinedx.serve.analysis import task_pipeline
+    from spinedx.synth.mri import generate_mri_dataset
+
+    generate_mri_dataset(tmp_path / "synth", n_patients=1, seed=5, sequences=("t2",))
+    display = np.asarray(Image.open(tmp_path / "synth" / "images" / "1_t2.png"), dtype=np.float64) * 16
+    source = tmp_path / "source.dcm"
+    instance_uid = _mr_file(display, source)
+    # What `spinedx analyze --dicom` does, with the models the service keeps loaded in this process.
+    (result,) = analyze_inputs(
+        [source],
+        tmp_path / "analysis",
+        task="mri-discs",
+        pipeline=task_pipeline("mri-discs"),
+        finish=write_dicom_results,
+    )
+    assert result.error is None
+
+    seg = hd.seg.segread(result.out_dir / "seg.dcm")
+    stored_labels = seg.get_pixels_by_source_instance([instance_uid], combine_segments=True)[0]
+    names = {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
+    orientation = pydicom.dcmread(source, stop_before_pixels=True).ImageOrientationPatient
+    labels = _to_display(stored_labels, orientation).astype(np.uint8)
+    disc_label = next(number for number, name in names.items() if name == "disc")
+    assert labels.shape == display.shape and not np.array_equal(labels, stored_labels)  # orientation matters
+    mask_png = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(labels)).save(mask_png, format="PNG")
+    labels_json = json.dumps({"0": "background", **{str(n): name for n, name in names.items()}})
+
+    with review_server(tmp_path / "data") as server, chromium_page(server.url) as page:
+        with server.client() as client:
+            study_id = client.post(
+                "/api/studies", files={"file": ("source.dcm", source.read_bytes())}
+            ).json()["id"]
+        server.wait_done(study_id)
+        with server.client() as client:
+            findings = client.get(f"/api/studies/{study_id}/findings").raise_for_status().json()
+        # The viewer draws the SEG (decoded above) where it would draw the study's own mask.
+        page.route(
+            "**/files/masks.png",
+            lambda route: route.fulfill(body=mask_png.getvalue(), content_type="image/png"),
+        )
+        page.route(
+            "**/files/labels.json",
+            lambda route: route.fulfill(body=labels_json, content_type="application/json"),
+        )
+        page.wait_for_selector(f"tr[data-study='{study_id}'][data-status=done]")
+        open_study(page, study_id)
+
+        height, width = display.shape
+        screen = Screen(page, (width, height))
+        disc_colour, alpha = mask_colour(page, "disc")
+        page.keyboard.press("l")
+        plain = screen.grab()
+        page.keyboard.press("m")
+        masked = screen.grab()
+
+        points = [deepest_point(labels == disc_label, disc["box"]) for disc in findings["discs"]]
+        assert sum(p is not None for p in points) >= len(points) // 2 > 0, "the SEG misses most discs"
+        for x, y in filter(None, points):
+            expected = screen.sample(plain, x, y) * (1 - alpha) + disc_colour * alpha
+            assert np.abs(screen.sample(masked, x, y) - expected).max() < COLOUR_TOLERANCE, (x, y)
+        for x, y in (
+            (CORNER, CORNER),
+            (width - CORNER, CORNER),
+            (CORNER, height - CORNER),
+            (width - CORNER, height - CORNER),
+        ):
+            assert np.abs(screen.sample(masked, x, y) - screen.sample(plain, x, y)).max() < 3, (x, y)
