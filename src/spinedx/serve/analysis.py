@@ -17,6 +17,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,7 @@ class AnalysisPool:
                 return
             study.status, study.progress, study.error = RUNNING, 0.1, None
             input_path, kind, requested = self.data_dir / study.input_path, study.kind, study.task
+        started = time.perf_counter()
         folder = study_dir(self.data_dir, study_id)
         shutil.rmtree(folder / "result", ignore_errors=True)  # a half-written one from a killed run
         try:
@@ -175,7 +177,7 @@ class AnalysisPool:
             model_version=findings["model"]["version"],
             result_path=str(result.out_dir.relative_to(self.data_dir)),
         )
-        log.info("study %s: analysed", study_id)
+        log.info("study %s: analysed in %.2f s", study_id, time.perf_counter() - started)
 
 
 def _png(image: SagittalSlice, sixteen_bit: bool) -> Image.Image:

@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from spinedx.errors import InputError
@@ -222,7 +223,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @api.get("/studies", summary="Every study with its status and review progress")
     def list_studies() -> list[dict[str, Any]]:
         with store().session() as session:
-            return [status_json(study) for study in session.scalars(select(Study).order_by(Study.created))]
+            studies = session.scalars(
+                select(Study).options(selectinload(Study.reviews)).order_by(Study.created)
+            )
+            return [status_json(study) for study in studies]
 
     @api.get("/studies/{study_id}", summary="Status of one study")
     def get_study(study_id: str) -> dict[str, Any]:
