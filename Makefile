@@ -7,7 +7,7 @@ DEMO_ANALYSIS := runs/demo-analysis
 DEMO_DATA := data/synth-xray
 DEMO_RUN := runs/demo
 
-.PHONY: demo test lint install system-tools clean
+.PHONY: demo test lint install system-tools clean viewer
 
 $(BIN)/spinedx.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ lint: install
 
 test: lint system-tools
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The review viewer (web/, Cornerstone3D) bundled into src/spinedx/serve/static, which is committed:
+# only needed after changing web/.
+viewer:
+	cd web && npm ci && npm run build
 
 clean:
 	rm -rf $(DEMO_RUN) $(DEMO_DATA) $(DEMO_ANALYSIS) $(DEMO_MRI)
