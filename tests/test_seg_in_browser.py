@@ -1,18 +1,21 @@
 """The DICOM SEG spinedx writes, drawn over its source by the review viewer in headless Chromium.
 
 Viewers draw SEG objects flipped or shifted when they mishandle orientation (OHIF #3420, #3754).
-A synthetic MR slice is stored transposed and mirrored (rows toward the front, columns toward the
-head); analysing it as ``spinedx analyze --dicom`` does writes seg.dcm for it. highdicom reads the SEG back in
-the source's stored pixel order; the test turns that into the displayed orientation from the
-source's ImageOrientationPatient alone, and hands it to the viewer as the study's mask while the
-real service shows the uploaded source. The disc segment must land on each detected disc, and no
-segment may show at the image corners.
+A synthetic 3-slice MR series is stored transposed and mirrored (rows toward the front, columns
+toward the head); analysing it as ``spinedx analyze --dicom`` does writes seg.dcm for its middle
+slice. highdicom reads the SEG back in the source's stored pixel order; the test turns that into
+the displayed orientation from the source's ImageOrientationPatient alone and hands it to the
+viewer as the study's mask, while the real service shows the uploaded series (16-bit slices). The
+disc segment must land on each detected disc and nothing may show at the image corners; the wheel
+scrolls to the other slices, where the segmentation is not drawn.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import zipfile
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -51,31 +54,45 @@ def _to_display(stored: np.ndarray, orientation) -> np.ndarray:
     return stored
 
 
-def _mr_file(display: np.ndarray, path) -> str:
-    """A single MR slice holding ``display`` stored in STORED_ORIENTATION; returns its SOPInstanceUID."""
-    stored = display[::-1, ::-1].T
-    assert np.array_equal(_to_display(stored, STORED_ORIENTATION), display)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Seg^Browser", "SEG-1", "19700101", "M"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
-        generate_uid(),
-        generate_uid(),
-        generate_uid(),
-    )
-    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101010", "1", "ACC1"
-    ds.ReferringPhysicianName, ds.Manufacturer, ds.Modality = "", "Synth", "MR"
-    ds.SeriesNumber, ds.InstanceNumber, ds.PositionReferenceIndicator = 1, 1, ""
-    ds.ImageOrientationPatient = list(STORED_ORIENTATION)
-    ds.ImagePositionPatient = [0.0, 100.0, -150.0]
-    ds.PixelSpacing, ds.SliceThickness = [0.9, 0.9], 4.0
-    ds.set_pixel_data(stored.astype(np.uint16), "MONOCHROME2", 12)
-    ds.save_as(path, enforce_file_format=True)
-    return ds.SOPInstanceUID
+def _mr_series(display: np.ndarray, folder: Path) -> None:
+    """Three parallel MR slices stored in STORED_ORIENTATION, ``display`` in the middle (x = 0 mm)."""
+    folder.mkdir()
+    normal = np.cross(STORED_ORIENTATION[:3], STORED_ORIENTATION[3:])
+    uids = {"study": generate_uid(), "series": generate_uid(), "frame": generate_uid()}
+    for k in range(3):
+        pixels = display if k == 1 else np.roll(display, 60 * (k - 1), axis=0)  # neighbours differ
+        stored = pixels[::-1, ::-1].T
+        assert np.array_equal(_to_display(stored, STORED_ORIENTATION), pixels)
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
+            "Seg^Browser",
+            "SEG-1",
+            "19700101",
+            "M",
+        )
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = uids["frame"], ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101010", "1", "ACC1"
+        ds.ReferringPhysicianName, ds.Manufacturer, ds.Modality = "", "Synth", "MR"
+        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+        ds.ImageOrientationPatient = list(STORED_ORIENTATION)
+        ds.ImagePositionPatient = list(np.array([0.0, 100.0, -150.0]) + (k - 1) * 4.0 * normal)
+        ds.PixelSpacing, ds.SliceThickness = [0.9, 0.9], 4.0
+        ds.set_pixel_data(stored.astype(np.uint16), "MONOCHROME2", 12)
+        ds.save_as(folder / f"IM{k}.dcm", enforce_file_format=True)
+
+
+def _zip(folder: Path) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted(folder.iterdir()):
+            zipped.write(path, path.name)
+    return archive.getvalue()
 
 
 def test_seg_lands_on_the_discs_in_the_viewer(tmp_path):
@@ -87,8 +104,8 @@ def test_seg_lands_on_the_discs_in_the_viewer(tmp_path):
 
     generate_mri_dataset(tmp_path / "synth", n_patients=1, seed=5, sequences=("t2",))
     display = np.asarray(Image.open(tmp_path / "synth" / "images" / "1_t2.png"), dtype=np.float64) * 16
-    source = tmp_path / "source.dcm"
-    instance_uid = _mr_file(display, source)
+    source = tmp_path / "series"
+    _mr_series(display, source)
     # What `spinedx analyze --dicom` does, with the models the service keeps loaded in this process.
     (result,) = analyze_inputs(
         [source],
@@ -100,9 +117,16 @@ def test_seg_lands_on_the_discs_in_the_viewer(tmp_path):
     assert result.error is None
 
     seg = hd.seg.segread(result.out_dir / "seg.dcm")
+    ((_, _, instance_uid),) = seg.get_source_image_uids()
     stored_labels = seg.get_pixels_by_source_instance([instance_uid], combine_segments=True)[0]
     names = {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
-    orientation = pydicom.dcmread(source, stop_before_pixels=True).ImageOrientationPatient
+    analysed = next(
+        ds
+        for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in source.iterdir())
+        if ds.SOPInstanceUID == instance_uid
+    )
+    assert analysed.InstanceNumber == 2  # the middle slice
+    orientation = analysed.ImageOrientationPatient
     labels = _to_display(stored_labels, orientation).astype(np.uint8)
     disc_label = next(number for number, name in names.items() if name == "disc")
     assert labels.shape == display.shape and not np.array_equal(labels, stored_labels)  # orientation matters
@@ -112,9 +136,7 @@ def test_seg_lands_on_the_discs_in_the_viewer(tmp_path):
 
     with review_server(tmp_path / "data") as server, chromium_page(server.url) as page:
         with server.client() as client:
-            study_id = client.post(
-                "/api/studies", files={"file": ("source.dcm", source.read_bytes())}
-            ).json()["id"]
+            study_id = client.post("/api/studies", files={"file": ("series.zip", _zip(source))}).json()["id"]
         server.wait_done(study_id)
         with server.client() as client:
             findings = client.get(f"/api/studies/{study_id}/findings").raise_for_status().json()
@@ -150,3 +172,20 @@ def test_seg_lands_on_the_discs_in_the_viewer(tmp_path):
             (width - CORNER, height - CORNER),
         ):
             assert np.abs(screen.sample(masked, x, y) - screen.sample(plain, x, y)).max() < 3, (x, y)
+
+        # The series scrolls with the wheel; the SEG, like the findings, belongs to the analysed slice only.
+        with server.client() as client:
+            stack = client.get(f"/api/studies/{study_id}/slices").raise_for_status().json()
+        assert (stack["count"], stack["analysed_index"]) == (3, 1)
+        page.mouse.move(screen.box["x"] + screen.box["width"] / 2, screen.box["y"] + screen.box["height"] / 2)
+        page.mouse.wheel(0, 120)
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=slice-line]').dataset.index !== '1'"
+        )
+        assert page.get_attribute("[data-testid=overlay]", "data-visible") == ""
+        assert np.abs(screen.grab() - plain).max(axis=2).mean() > 5  # a different slice is shown
+        page.keyboard.press("Home")
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=slice-line]').dataset.index === '1'"
+        )
+        assert page.get_attribute("[data-testid=overlay]", "data-visible") == "mask"
