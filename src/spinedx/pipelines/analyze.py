@@ -5,6 +5,9 @@ With a spine segmenter (bundled when registered) the folder also holds the label
 findings.json names them under ``masks``, ``mask_labels`` and ``mask_nifti`` (paths relative to it).
 Each disc's Grad-CAM heatmap is ``evidence/<level>.png`` (named by the disc's ``evidence``).
 
+A folder holding several series is a study: :mod:`spinedx.pipelines.study` analyses each series and
+writes one findings file with fused per-level grades (MRI discs).
+
 The task comes from ``--task`` or, for DICOM inputs, from the Modality tag (MR → mri-discs).
 A plain image without ``--task`` is an error naming the file. One bad input is reported and
 the batch goes on.
@@ -28,6 +31,7 @@ from spinedx.io.masks import write_label_nifti, write_label_png, write_label_tab
 from spinedx.io.output_location import atomic_directory, unique_output_names
 from spinedx.io.volumes import SagittalSlice, read_sagittal
 from spinedx.pipelines.mri_discs.pipeline import Analysis, MriDiscPipeline
+from spinedx.pipelines.study import analyze_study, is_study
 from spinedx.report.overlay import render_evidence, render_overlay
 from spinedx.report.study_report import write_study_report
 from spinedx.tasks import analysis_tasks, get_task
@@ -39,6 +43,8 @@ class AnalyzedInput:
     findings: Findings | None = None
     out_dir: Path | None = None
     error: str | None = None
+    study: dict | None = None
+    """For a study folder (several series): its fused findings (``findings`` is then None)."""
     note: str | None = None
     """Said about the input without failing it (e.g. that its output folder was renamed)."""
 
@@ -71,6 +77,18 @@ def analyze_inputs(paths: list[Path], out_dir: Path, task: str | None = None,
     notes = dict(zip(names.renamed, names.notes(), strict=True))
     for path, name in names.items():
         try:
+            if is_study(Path(path)):
+                if task not in (None, "mri-discs"):
+                    raise InputError(f"{path}: a study folder is analysed as mri-discs, not {task}")
+                if finish is not None:
+                    raise InputError(
+                        f"{path}: --dicom takes DICOM series and files, not a study folder of series"
+                    )
+                pipeline = pipeline or get_task("mri-discs").load("analyzer").bundled()
+                target = Path(out_dir) / name
+                study = analyze_study(Path(path), target, pipeline, _write_result)
+                yield AnalyzedInput(path, out_dir=target, study=study, note=notes.get(path))
+                continue
             image = read_sagittal(path, min_side=MIN_SPINE_SIDE)
             task_name = resolve_task(image, task)
             pipeline = pipeline or get_task(task_name).load("analyzer").bundled()

@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spinedx.errors import InputError
 from spinedx.evaluation.bootstrap import bootstrap_ci
 from spinedx.evaluation.detection import count_detections
 from spinedx.evaluation.grading import binary_task_metrics, ordinal_metrics
 from spinedx.evaluation.plots import plot_binary_rocs, plot_confusion_matrix, plot_reliability
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.findings import Findings
+from spinedx.io.lumbar515 import is_lumbar515
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
+from spinedx.pipelines.mri_discs.evaluate_lumbar515 import evaluate_lumbar515
 from spinedx.pipelines.mri_discs.out_of_fold import OutOfFoldModels
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.pipelines.mri_discs.report import write_disc_evaluation_report
@@ -151,7 +154,15 @@ def _grading(table: pd.DataFrame, n_resamples: int) -> dict:
 def evaluate_discs(data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | None = None,
                    n_resamples: int = 1000, cv_run: Path | None = None) -> DiscEvaluation:  # fmt: skip
     """Score ``pipeline`` (default: the bundled models), or with ``cv_run`` each patient with the
-    fold models of that run which held the patient out."""
+    fold models of that run which held the patient out. A lumbar515-sagittal folder is scored by
+    :func:`~spinedx.pipelines.mri_discs.evaluate_lumbar515.evaluate_lumbar515` (its own measures)."""
+    if is_lumbar515(data_root):
+        if cv_run is not None:
+            raise InputError(
+                f"{data_root}: --cv-run applies to SPIDER-layout folders; no fold model saw this cohort"
+            )
+        result = evaluate_lumbar515(Path(data_root), Path(out_dir), pipeline, n_resamples)
+        return DiscEvaluation(result.metrics, result.metrics_path, result.report_path)
     dataset = read_spider(Path(data_root))
     if cv_run is not None:
         out_of_fold = OutOfFoldModels(cv_run)

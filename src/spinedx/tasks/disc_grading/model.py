@@ -175,9 +175,9 @@ class DiscGrader:
         )
         peaks = cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         cams = (cams / peaks)[:, 0].numpy()
-        return [self._in_image(cam, box, np.shape(pixels)) for cam, box in zip(cams, boxes, strict=True)]
+        return [self.view_in_image(cam, box, np.shape(pixels)) for cam, box in zip(cams, boxes, strict=True)]
 
-    def _in_image(self, cam: np.ndarray, box: tuple, shape: tuple[int, int]) -> np.ndarray:
+    def view_in_image(self, cam: np.ndarray, box: tuple, shape: tuple[int, int]) -> np.ndarray:
         """``cam`` (the network's view of ``box``) resampled into an image of ``shape``, zero elsewhere.
 
         The view is the centre ``crop_size`` pixels of the padded crop, which
