@@ -191,7 +191,11 @@ def analyze(
         typer.Option(help="with --deid: JSON file of old -> new UIDs (read and extended; keep it on site)"),
     ] = Path("uid_map.json"),
 ) -> None:
-    """Findings per input with the bundled models: findings.json, overlay.png and report.html."""
+    """Findings per input with the bundled models: findings.json, overlay.png and report.html.
+
+    An input folder holding several series (DICOM series folders, NIfTI/MHA volumes, images) is a
+    study: one findings.json with grades fused per level over every series, plus each series' outputs.
+    """
     failed = 0
     for result in api.analyze_iter(inputs, out, task, dicom=dicom, deid=deid, uid_map=uid_map):
         if result.note:
@@ -199,6 +203,10 @@ def analyze(
         if result.error:
             failed += 1
             typer.echo(f"error: {result.error}", err=True)
+        elif result.study is not None:
+            study = result.study
+            summary = f"study of {study['study']['n_series']} series, {len(study['levels'])} levels fused"
+            typer.echo(json.dumps(study) if as_json else f"{result.path}: {summary} -> {result.out_dir}")
         elif as_json:
             typer.echo(json.dumps(result.findings.model_dump(mode="json", by_alias=True)))
         else:
