@@ -10,6 +10,7 @@ and nothing logged names the patient.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -310,3 +311,22 @@ def test_watch_refuses_a_bad_orthanc_url_or_a_silent_one_in_one_line(tmp_path, m
             main()
         err = capsys.readouterr().err
         assert exited.value.code == 2 and err.startswith(expected) and len(err.splitlines()) == 1, err
+
+
+@needs_orthanc
+def test_watch_once_stops_in_one_line_when_orthanc_stops_answering(orthanc, tmp_path):
+    from orthanc_server import free_port
+    from spinedx.errors import InputError
+
+    watcher = _watcher(orthanc, tmp_path / "data")
+    watcher.orthanc.url = f"http://127.0.0.1:{free_port()}"  # as if Orthanc went away after the start
+    with pytest.raises(InputError, match=r"^--orthanc: http://127\.0\.0\.1:\d+ stopped answering"):
+        list(watcher.watch(once=True))
+
+
+def test_the_how_to_shows_the_orthanc_configuration_the_tests_use():
+    from orthanc_server import orthanc_config
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "how-to" / "orthanc.md").read_text()
+    shown = json.loads(page.split("```json\n", 1)[1].split("```", 1)[0])
+    assert shown == orthanc_config(Path("/var/lib/orthanc/spinedx"), 8042, 4242, 11112, stable_age=1)

@@ -207,13 +207,27 @@ class OrthancWatcher:
         """Yield each study's outcome as it is done; ``once``: stop when the feed is read to its end.
 
         Studies left running by an earlier process are queued again first. Ctrl-C (or any
-        interruption) during a study puts it back in the queue for the next start.
+        interruption) during a study puts it back in the queue for the next start. When Orthanc
+        stops answering, the study in progress is queued again and the watcher keeps trying
+        (``once``: a one-line :class:`InputError`); an HTTP error outside a study is an InputError.
         """
         requeued = pacs_jobs.requeue_interrupted(self.store)
         if requeued:
             log.info("%d interrupted stud(y/ies) queued again", requeued)
         while True:
-            yield from self.poll()
+            try:
+                yield from self.poll()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if once:
+                    raise InputError(
+                        f"--orthanc: {self.orthanc.url} stopped answering ({type(exc).__name__})"
+                    ) from None
+                log.warning(
+                    "Orthanc at %s does not answer (%s); trying again", self.orthanc.url, type(exc).__name__
+                )
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else "?"
+                raise InputError(f"--orthanc: {self.orthanc.url} answered HTTP {status}") from None
             if once:
                 return
             time.sleep(self.poll_seconds)
@@ -301,8 +315,8 @@ class OrthancWatcher:
             pacs_jobs.requeue_interrupted(self.store)  # analysed again on the next start
             raise
         except (requests.ConnectionError, requests.Timeout):
-            pacs_jobs.requeue_interrupted(self.store)
-            raise InputError(f"--orthanc: lost {self.orthanc.url} during study {orthanc_id}") from None
+            pacs_jobs.requeue_interrupted(self.store)  # not the study's fault: tried again later
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad study is recorded and the watcher goes on
             reason = _one_line_reason(stage, exc)
             pacs_jobs.mark_failed(self.store, orthanc_id, reason)
