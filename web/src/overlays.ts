@@ -56,26 +56,17 @@ export function labelMapLayer(mask: GrayImage, labels: Record<string, string>): 
 function heatColour(value: number): [number, number, number, number] {
   const t = value / 255;
   const r = Math.min(255, Math.round(510 * t));
-  const g = Math.round(255 * Math.max(0, t - 0.35) / 0.65);
+  const g = Math.round((255 * Math.max(0, t - 0.35)) / 0.65);
   const b = Math.round(160 * Math.max(0, 0.5 - Math.abs(t - 0.25) * 2));
-  return [r, g, b, Math.round(200 * Math.min(1, t * 1.6))];
+  return [r, g, b, Math.round(210 * Math.pow(t, 1.4))];
 }
 
-/** The heatmaps of all discs merged by maximum (each is zero away from its own disc). */
-export function heatmapLayer(heatmaps: GrayImage[]): HTMLCanvasElement | null {
-  if (heatmaps.length === 0) return null;
-  const { width, height } = heatmaps[0];
-  const merged = new Uint8Array(width * height);
-  for (const heatmap of heatmaps) {
-    const scale = heatmap.pixels instanceof Uint16Array ? 1 / 257 : 1;
-    heatmap.pixels.forEach((value, i) => {
-      const v = value * scale;
-      if (v > merged[i]) merged[i] = v;
-    });
-  }
-  const rgba = new ImageData(width, height);
-  merged.forEach((value, i) => {
-    if (value > 8) rgba.data.set(heatColour(value), i * 4);
+/** One disc's Grad-CAM heatmap (8- or 16-bit gray, 255 or 65535 = strongest) as a colour layer. */
+export function heatmapLayer(heatmap: GrayImage): HTMLCanvasElement {
+  const scale = heatmap.pixels instanceof Uint16Array ? 1 / 257 : 1;
+  const rgba = new ImageData(heatmap.width, heatmap.height);
+  heatmap.pixels.forEach((value, i) => {
+    if (value > 0) rgba.data.set(heatColour(value * scale), i * 4);
   });
   return toCanvas(rgba);
 }
@@ -84,7 +75,8 @@ export interface OverlayContent {
   discs: Disc[];
   selectedLevel: string | null;
   mask: HTMLCanvasElement | null;
-  heatmap: HTMLCanvasElement | null;
+  /** Heatmap layer per level; only the selected level's is drawn. */
+  heatmaps: Map<string, HTMLCanvasElement>;
   show: { boxes: boolean; mask: boolean; heatmap: boolean };
 }
 
@@ -106,7 +98,8 @@ export function drawOverlays(canvas: HTMLCanvasElement, t: ImageToCanvas, conten
   ctx.imageSmoothingEnabled = false;
   if (content.show.mask && content.mask) ctx.drawImage(content.mask, 0, 0);
   ctx.imageSmoothingEnabled = true;
-  if (content.show.heatmap && content.heatmap) ctx.drawImage(content.heatmap, 0, 0);
+  const heatmap = content.selectedLevel ? content.heatmaps.get(content.selectedLevel) : undefined;
+  if (content.show.heatmap && heatmap) ctx.drawImage(heatmap, 0, 0);
   ctx.restore();
 
   if (!content.show.boxes) return;

@@ -36,29 +36,35 @@ function formatValue(kind: string, value: FindingValue, decided: boolean): strin
   return kind === 'pfirrmann' ? `grade ${value}` : kind === 'modic' ? `type ${value}` : String(value);
 }
 
-function probabilityText(disc: Disc, kind: string): string {
-  if (kind === 'disc') return `score ${percent(disc.score)}`;
+/** What the model said: its value with the probability it gave that value. */
+function modelText(disc: Disc, kind: string): string {
+  if (kind === 'disc') return `model: detected · score ${percent(disc.score)}`;
   const grade = disc.grades[kind];
   if (!grade) return '';
-  if (isOrdinal(grade)) return `p ${percent(grade.probabilities[grade.grade - (kind === 'pfirrmann' ? 1 : 0)] ?? 0)}`;
-  return `p ${percent(grade.probability)}`;
+  if (!isOrdinal(grade)) return `model: p ${percent(grade.probability)}`;
+  const first = kind === 'pfirrmann' ? 1 : 0;
+  return `model: ${formatValue(kind, grade.grade, false)} · ${percent(grade.probabilities[grade.grade - first] ?? 0)}`;
 }
 
-function probabilityBars(disc: Disc, kind: string): HTMLElement | null {
+/** The model's probability per grade: its choice filled, a person's different value outlined. */
+function probabilityBars(disc: Disc, kind: string, current: FindingValue): HTMLElement | null {
   const grade = disc.grades[kind];
   if (!isOrdinal(grade)) return null;
   const first = kind === 'pfirrmann' ? 1 : 0;
   return h(
     'div',
     { className: 'bars', title: 'model probability per grade' },
-    ...grade.probabilities.map((p, i) =>
-      h(
+    ...grade.probabilities.map((p, i) => {
+      const classes = ['bar'];
+      if (i + first === grade.grade) classes.push('top');
+      if (i + first === current && current !== grade.grade) classes.push('current');
+      return h(
         'span',
-        { className: i + first === grade.grade ? 'bar top' : 'bar' },
+        { className: classes.join(' ') },
         h('i', { style: `height:${Math.max(2, Math.round(p * 100))}%` }),
         h('b', {}, String(i + first)),
-      ),
-    ),
+      );
+    }),
   );
 }
 
@@ -84,7 +90,7 @@ export class StudyView {
     discs: [],
     selectedLevel: null,
     mask: null,
-    heatmap: null,
+    heatmaps: new Map(),
     show: { boxes: true, mask: false, heatmap: false },
   };
   private closed = false;
@@ -206,11 +212,13 @@ export class StudyView {
       ]);
       this.overlay.mask = labelMapLayer(decodeGray(mask), JSON.parse(new TextDecoder().decode(labels)));
     }
-    const heatmapPaths = findings.discs.flatMap((disc) => (disc.evidence?.heatmap ? [disc.evidence.heatmap] : []));
-    if (heatmapPaths.length) {
-      const heatmaps = await Promise.all(heatmapPaths.map((path) => this.api.file(this.studyId, path)));
-      this.overlay.heatmap = heatmapLayer(heatmaps.map(decodeGray));
-    }
+    await Promise.all(
+      findings.discs.map(async (disc) => {
+        if (!disc.evidence?.heatmap) return;
+        const heatmap = decodeGray(await this.api.file(this.studyId, disc.evidence.heatmap));
+        this.overlay.heatmaps.set(disc.level, heatmapLayer(heatmap));
+      }),
+    );
     this.refreshToggles();
     this.redraw();
   }
@@ -285,7 +293,7 @@ export class StudyView {
   }
 
   private toggleOverlay(key: keyof OverlayContent['show']): void {
-    const layer = key === 'mask' ? this.overlay.mask : key === 'heatmap' ? this.overlay.heatmap : true;
+    const layer = key === 'mask' ? this.overlay.mask : key === 'heatmap' ? this.overlay.heatmaps.size : true;
     if (!layer) {
       this.say(key === 'heatmap' ? 'This analysis has no heatmaps.' : 'This analysis has no mask.');
       return;
@@ -298,7 +306,7 @@ export class StudyView {
   private refreshToggles(): void {
     for (const button of this.element.querySelectorAll<HTMLButtonElement>('button[data-overlay]')) {
       const key = button.dataset.overlay as keyof OverlayContent['show'];
-      const available = key === 'boxes' || Boolean(key === 'mask' ? this.overlay.mask : this.overlay.heatmap);
+      const available = key === 'boxes' || Boolean(key === 'mask' ? this.overlay.mask : this.overlay.heatmaps.size);
       button.classList.toggle('on', this.overlay.show[key]);
       button.setAttribute('aria-pressed', String(this.overlay.show[key]));
       button.disabled = !available;
@@ -312,7 +320,7 @@ export class StudyView {
     this.sliceLine.textContent = `slice ${stack.index + 1} / ${stack.count}${onAnalysedSlice ? ' · analysed' : ` · findings on ${this.slices.analysed_index + 1} (Home)`}`;
     this.sliceLine.dataset.index = String(stack.index);
     this.overlayCanvas.dataset.visible = Object.entries(this.overlay.show)
-      .filter(([key, on]) => on && onAnalysedSlice && (key === 'boxes' || (key === 'mask' ? this.overlay.mask : this.overlay.heatmap)))
+      .filter(([key, on]) => on && onAnalysedSlice && (key === 'boxes' || (key === 'mask' ? this.overlay.mask : this.overlay.heatmaps.size)))
       .map(([key]) => key)
       .join(' ');
     const transform = stack.imageToCanvas();
@@ -357,13 +365,13 @@ export class StudyView {
           },
           h('span', { className: 'name' }, FINDING_NAMES[kind] ?? kind),
           h('span', { className: 'value' }, formatValue(kind, rejected ? null : value, rejected || decided)),
-          h('span', { className: 'probability' }, probabilityText(disc, kind)),
+          h('span', { className: 'probability' }, modelText(disc, kind)),
           h(
             'span',
             { className: `source ${pending ? 'pending' : state?.source ?? 'model'}` },
             pending ? `${pending.action} · unsaved` : decided ? `${state?.source === 'person' ? 'person' : 'accepted'}` : 'model',
           ),
-          selected ? probabilityBars(disc, kind) : null,
+          probabilityBars(disc, kind, value),
         );
       });
       const levelIds = review.kinds(level).map((kind) => findingId(disc.level, kind));
