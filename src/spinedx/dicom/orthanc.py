@@ -320,7 +320,7 @@ class OrthancWatcher:
         except Exception as exc:  # noqa: BLE001 - one bad study is recorded and the watcher goes on
             reason = _one_line_reason(stage, exc)
             pacs_jobs.mark_failed(self.store, orthanc_id, reason)
-            log.warning("study %s failed: %s", orthanc_id, reason)
+            log.debug("study %s failed: %s", orthanc_id, reason)  # the caller reports outcomes
             return StudyOutcome(orthanc_id, pacs_jobs.FAILED, reason)
         finally:
             shutil.rmtree(work, ignore_errors=True)  # the pulled images: Orthanc keeps them
@@ -331,7 +331,7 @@ class OrthancWatcher:
             + (" and found by QIDO-RS" if self.verify else "")
             + (f"; {len(errors)} series failed ({errors[0][1]})" if errors else "")
         )
-        log.info("study %s done: %s", orthanc_id, detail)
+        log.debug("study %s done: %s", orthanc_id, detail)
         return StudyOutcome(orthanc_id, pacs_jobs.DONE, detail)
 
     def _pull(self, study_uid: str, series: list[tuple[int, dict]], into: Path) -> list[Path]:
