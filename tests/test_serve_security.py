@@ -178,3 +178,17 @@ def test_internal_errors_answer_a_generic_500_without_details(served, monkeypatc
     assert response.json() == {"detail": "internal server error"}
     assert "secret detail" not in response.text and "Traceback" not in response.text
     assert "RuntimeError" in caplog.text  # the details go to the log
+
+
+def test_cli_refuses_a_non_loopback_host_without_token(monkeypatch, tmp_path, capsys):
+    from spinedx.cli import main
+
+    monkeypatch.delenv("SPINEDX_TOKEN", raising=False)
+    monkeypatch.setattr("sys.argv", ["spinedx", "serve", "--host", "0.0.0.0", "--data", str(tmp_path / "d")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --host 0.0.0.0: set SPINEDX_TOKEN before serving on an address other than loopback"
+    )
+    assert not (tmp_path / "d").exists()
