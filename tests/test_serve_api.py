@@ -300,3 +300,30 @@ def test_queue_full_is_503_and_a_restart_finishes_every_queued_study(tmp_path, s
     with TestClient(create_app(settings)) as restarted:
         assert [wait_done(restarted, study_id)["status"] for study_id in ids] == ["done", "done"]
         assert len(restarted.get("/api/studies", headers=AUTH).json()) == 2
+
+
+def test_nifti_and_16_bit_png_uploads_keep_their_depth(client, slice_png, tmp_path):
+    import SimpleITK as sitk
+
+    grey = np.asarray(Image.open(io.BytesIO(slice_png)).convert("L"), dtype=np.uint16) * 257
+    # A 3-slice sagittal volume: numpy axes (z: superior, y: posterior, x: left), rows of the PNG cranial first.
+    volume = sitk.GetImageFromArray(np.repeat(grey[::-1, :, None], 3, axis=2))
+    volume.SetSpacing((3.0, 0.8, 0.8))
+    sitk.WriteImage(volume, str(tmp_path / "volume.nii.gz"))
+    deep_png = io.BytesIO()
+    Image.fromarray(grey).save(deep_png, format="PNG")
+    for name, data, count in (
+        ("volume.nii.gz", (tmp_path / "volume.nii.gz").read_bytes(), 3),
+        ("deep.png", deep_png.getvalue(), 1),
+    ):
+        response = upload(client, data, name)
+        assert response.status_code == 202
+        status = wait_done(client, response.json()["id"])
+        assert (status["status"], status["task"]) == ("done", "mri-discs"), status["error"]
+        slices = client.get(f"/api/studies/{status['id']}/slices", headers=AUTH).json()
+        assert slices["count"] == count and (slices["width"], slices["height"]) == (384, 384)
+        index = slices["analysed_index"]
+        decoded = Image.open(
+            io.BytesIO(client.get(f"/api/studies/{status['id']}/slices/{index}", headers=AUTH).content)
+        )
+        assert decoded.mode in ("I;16", "I") and np.asarray(decoded).max() > 255, name

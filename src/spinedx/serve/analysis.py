@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 EIGHT_BIT_KINDS = ("png", "jpeg")
+DICOM_KINDS = ("dicom", "zip")  # the task comes from the Modality tag
 DEFAULT_TASK = "mri-discs"
 _STOP = None
 
@@ -153,7 +154,7 @@ class AnalysisPool:
         shutil.rmtree(folder / "result", ignore_errors=True)  # a half-written one from a killed run
         try:
             image = read_sagittal(input_path, min_side=MIN_SPINE_SIDE)
-            task = resolve_task(image, requested or (DEFAULT_TASK if kind in EIGHT_BIT_KINDS else None))
+            task = resolve_task(image, requested or (None if kind in DICOM_KINDS else DEFAULT_TASK))
             pipeline = task_pipeline(task)
             self._update(study_id, task=task, progress=0.3)
             (result,) = analyze_inputs([input_path], folder / "result", task=task, pipeline=pipeline)
@@ -187,6 +188,12 @@ def _png(image: SagittalSlice, sixteen_bit: bool) -> Image.Image:
     return Image.fromarray(np.round(pixels * 255).astype(np.uint8))
 
 
+def _is_deep_image(path: Path) -> bool:
+    """True for a PNG with more than 8 bits per sample (16-bit grayscale)."""
+    with Image.open(path) as image:
+        return image.mode in ("I", "I;16", "I;16B", "I;16L")
+
+
 def _write_slices(input_path: Path, target: Path, analysed_slice: int | None, kind: str) -> None:
     """The input's whole sagittal stack as ``target/<k>.png`` plus ``slices.json`` (count, analysed index, size)."""
     first = read_sagittal(input_path)
@@ -194,9 +201,10 @@ def _write_slices(input_path: Path, target: Path, analysed_slice: int | None, ki
     analysed_index = next(
         (k for k, image in enumerate(stack) if image.slice_index == analysed_slice), len(stack) // 2
     )
+    deep = kind not in EIGHT_BIT_KINDS or _is_deep_image(input_path)
     with atomic_directory(target) as work:
         for k, image in enumerate(stack):
-            _png(image, sixteen_bit=kind not in EIGHT_BIT_KINDS).save(work / f"{k}.png")
+            _png(image, sixteen_bit=deep).save(work / f"{k}.png")
         spacing = first.pixel_spacing_mm
         atomic_write_text(
             work / "slices.json",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import secrets
 
@@ -12,8 +11,6 @@ import uvicorn
 from spinedx.errors import InputError
 from spinedx.serve.app import create_app
 from spinedx.serve.settings import LOOPBACK_HOSTS, TOKEN_ENV, ServeSettings
-
-log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
