@@ -26,9 +26,10 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from typer.testing import CliRunner
 
-from orthanc_server import SPINEDX_MODALITY, OrthancServer, orthanc_missing, orthanc_server
+from orthanc_server import SPINEDX_MODALITY, OrthancServer, free_port, orthanc_missing, orthanc_server
 from spinedx.dicom import orthanc as bridge
 from spinedx.dicom.pacs import listen
+from spinedx.errors import InputError
 from spinedx.store import open_store, pacs_jobs
 
 MISSING = orthanc_missing()
@@ -185,7 +186,8 @@ def test_stow_results_land_in_the_same_study_and_a_second_run_repeats_nothing(or
 
 @needs_orthanc
 def test_c_store_both_ways(orthanc, t2_slice, tmp_path):
-    """spinedx -> Orthanc: the watcher sends results by C-STORE to Orthanc's AE; Orthanc -> spinedx:
+    """spinedx -> Orthanc: the watcher sends results by C-STORE to Orthanc's AE (after a first try
+    at a destination that does not answer, and one too early by --stable-age); Orthanc -> spinedx:
     Orthanc's ``/modalities/spinedx/store`` sends the study to a ``pacs listen`` receiver."""
     series = _mr_series(t2_slice)
     study_uid = series[0].StudyInstanceUID
@@ -195,9 +197,16 @@ def test_c_store_both_ways(orthanc, t2_slice, tmp_path):
     assert list(_watcher(orthanc, tmp_path / "data", stable_age=3600).watch(once=True)) == []
     assert pacs_jobs.status_of(open_store(None, tmp_path / "data"), study_id) is None
 
+    # A destination that does not answer is not the study's fault: it stays queued, not failed.
+    dead = f"127.0.0.1:{free_port()}:NOBODY"
+    with pytest.raises(InputError, match=r"^--send-to: cannot associate with NOBODY"):
+        list(_watcher(orthanc, tmp_path / "data", send_to=dead).watch(once=True))
+    assert pacs_jobs.status_of(open_store(None, tmp_path / "data"), study_id).status == "pending"
+
     outcomes = list(_watcher(orthanc, tmp_path / "data", send_to="ORTHANC").watch(once=True))
 
     assert [o.status for o in outcomes] == ["done"], outcomes
+    assert pacs_jobs.status_of(open_store(None, tmp_path / "data"), study_id).attempts == 2
     assert "C-STORE to ORTHANC" in outcomes[0].detail and "found by QIDO-RS" in outcomes[0].detail
     assert set(_series_by_modality(orthanc, study_uid)) >= RESULT_MODALITIES
 
@@ -298,7 +307,6 @@ def test_a_bad_study_fails_the_next_is_done_and_deid_leaves_no_name(orthanc, t2_
 
 
 def test_watch_refuses_a_bad_orthanc_url_or_a_silent_one_in_one_line(tmp_path, monkeypatch, capsys):
-    from orthanc_server import free_port
     from spinedx.cli import main
 
     for url, expected in (
@@ -315,9 +323,6 @@ def test_watch_refuses_a_bad_orthanc_url_or_a_silent_one_in_one_line(tmp_path, m
 
 @needs_orthanc
 def test_watch_once_stops_in_one_line_when_orthanc_stops_answering(orthanc, tmp_path):
-    from orthanc_server import free_port
-    from spinedx.errors import InputError
-
     watcher = _watcher(orthanc, tmp_path / "data")
     watcher.orthanc.url = f"http://127.0.0.1:{free_port()}"  # as if Orthanc went away after the start
     with pytest.raises(InputError, match=r"^--orthanc: http://127\.0\.0\.1:\d+ stopped answering"):

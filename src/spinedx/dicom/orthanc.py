@@ -53,7 +53,7 @@ from spinedx.pipelines.analyze import analyze_inputs
 from spinedx.store import Store, pacs_jobs
 from spinedx.tasks import analysis_tasks, get_task
 
-__all__ = ["STOW", "OrthancWatcher", "StudyOutcome", "analysable_modalities"]
+__all__ = ["STOW", "DestinationUnreachable", "OrthancWatcher", "StudyOutcome", "analysable_modalities"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,14 @@ def _analyzer(task_name: str):
 
 def _task_for(modality: str) -> str | None:
     return next((task.name for task in analysis_tasks() if modality in task.modalities), None)
+
+
+class DestinationUnreachable(Exception):
+    """The C-STORE destination refused or did not answer the association: not the study's fault."""
+
+
+# Failures of the network rather than of a study: the study is queued again and retried.
+_UNREACHABLE = (requests.ConnectionError, requests.Timeout, DestinationUnreachable)
 
 
 def _one_line_reason(stage: str, exc: BaseException) -> str:
@@ -192,7 +200,6 @@ class OrthancWatcher:
         self.folder = Path(store.data_dir) / "pacs"
         self.cursor = _Cursor(self.folder, self.orthanc.url)
         system = self.orthanc.system()
-        self.send_to = send_to
         self.destination: tuple[str, int, str] | None = None  # None: STOW-RS
         self.verify = True  # QIDO-RS can see only what went to this Orthanc
         if send_to.lower() != STOW:
@@ -208,8 +215,9 @@ class OrthancWatcher:
 
         Studies left running by an earlier process are queued again first. Ctrl-C (or any
         interruption) during a study puts it back in the queue for the next start. When Orthanc
-        stops answering, the study in progress is queued again and the watcher keeps trying
-        (``once``: a one-line :class:`InputError`); an HTTP error outside a study is an InputError.
+        or the C-STORE destination stops answering, the study in progress is queued again and the
+        watcher keeps trying (``once``: a one-line :class:`InputError`); an HTTP error outside a
+        study is an InputError.
         """
         requeued = pacs_jobs.requeue_interrupted(self.store)
         if requeued:
@@ -217,14 +225,14 @@ class OrthancWatcher:
         while True:
             try:
                 yield from self.poll()
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except _UNREACHABLE as exc:
+                if isinstance(exc, DestinationUnreachable):
+                    problem = f"--send-to: {exc}"
+                else:
+                    problem = f"--orthanc: {self.orthanc.url} stopped answering ({type(exc).__name__})"
                 if once:
-                    raise InputError(
-                        f"--orthanc: {self.orthanc.url} stopped answering ({type(exc).__name__})"
-                    ) from None
-                log.warning(
-                    "Orthanc at %s does not answer (%s); trying again", self.orthanc.url, type(exc).__name__
-                )
+                    raise InputError(problem) from None
+                log.warning("%s; trying again", problem)
             except requests.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else "?"
                 raise InputError(f"--orthanc: {self.orthanc.url} answered HTTP {status}") from None
@@ -314,7 +322,7 @@ class OrthancWatcher:
         except KeyboardInterrupt:
             pacs_jobs.requeue_interrupted(self.store)  # analysed again on the next start
             raise
-        except (requests.ConnectionError, requests.Timeout):
+        except _UNREACHABLE:
             pacs_jobs.requeue_interrupted(self.store)  # not the study's fault: tried again later
             raise
         except Exception as exc:  # noqa: BLE001 - one bad study is recorded and the watcher goes on
@@ -381,7 +389,10 @@ class OrthancWatcher:
             if answer.get("FailedSOPSequence"):
                 raise InputError(f"Orthanc refused {len(answer.FailedSOPSequence)} of {len(files)} objects")
         else:
-            report = send_files(files, *self.destination)
+            try:
+                report = send_files(files, *self.destination)
+            except InputError as exc:  # no association: the destination, not the study
+                raise DestinationUnreachable(str(exc)) from None
             if not report.ok:
                 raise InputError(report.summary())
         if self.verify:
