@@ -2,18 +2,20 @@
 
 Viewers draw SEG objects flipped or shifted when they mishandle orientation (OHIF #3420, #3754).
 A synthetic 3-slice MR series is stored transposed and mirrored (rows toward the front, columns
-toward the head); analysing it as ``spinedx analyze --dicom`` does writes seg.dcm for its middle
-slice. highdicom reads the SEG back in the source's stored pixel order; the test turns that into
-the displayed orientation from the source's ImageOrientationPatient alone and hands it to the
-viewer as the study's mask, while the real service shows the uploaded series (16-bit slices). The
-disc segment must land on each detected disc and nothing may show at the image corners; the wheel
-scrolls to the other slices, where the segmentation is not drawn.
+toward the head) and uploaded to the service; the DICOM writers of ``spinedx analyze --dicom``
+turn the service's analysis of it into seg.dcm for its middle slice. highdicom reads the SEG back
+in the source's stored pixel order; the test turns that into the displayed orientation from the
+source's ImageOrientationPatient alone and hands it to the viewer as the study's mask, while the
+real service shows the uploaded series (16-bit slices). The disc segment must land on each
+detected disc and nothing may show at the image corners; the wheel scrolls to the other slices,
+where the segmentation is not drawn.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -95,51 +97,51 @@ def _zip(folder: Path) -> bytes:
     return archive.getvalue()
 
 
+def _seg_in_display_orientation(seg_path: Path, source: Path) -> tuple[np.ndarray, dict[int, str]]:
+    """The SEG's label map (segment numbers) of its one source image, turned to display orientation
+    with that image's ImageOrientationPatient; and the segment labels by number."""
+    seg = hd.seg.segread(seg_path)
+    ((_, _, instance_uid),) = seg.get_source_image_uids()
+    stored = seg.get_pixels_by_source_instance([instance_uid], combine_segments=True)[0]
+    analysed = next(
+        ds
+        for ds in (pydicom.dcmread(path, stop_before_pixels=True) for path in source.iterdir())
+        if ds.SOPInstanceUID == instance_uid
+    )
+    assert analysed.InstanceNumber == 2  # the middle slice
+    labels = _to_display(stored, analysed.ImageOrientationPatient).astype(np.uint8)
+    assert not np.array_equal(labels, stored)  # drawn as stored, the SEG would be wrong
+    return labels, {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
+
+
 def test_seg_lands_on_the_discs_in_the_viewer(tmp_path):
     require_chromium()
     from spinedx.dicom import write_dicom_results
-    from spinedx.pipelines.analyze import analyze_inputs
-    from spinedx.serve.analysis import task_pipeline
     from spinedx.synth.mri import generate_mri_dataset
 
     generate_mri_dataset(tmp_path / "synth", n_patients=1, seed=5, sequences=("t2",))
     display = np.asarray(Image.open(tmp_path / "synth" / "images" / "1_t2.png"), dtype=np.float64) * 16
     source = tmp_path / "series"
     _mr_series(display, source)
-    # What `spinedx analyze --dicom` does, with the models the service keeps loaded in this process.
-    (result,) = analyze_inputs(
-        [source],
-        tmp_path / "analysis",
-        task="mri-discs",
-        pipeline=task_pipeline("mri-discs"),
-        finish=write_dicom_results,
-    )
-    assert result.error is None
+    data = tmp_path / "data"
 
-    seg = hd.seg.segread(result.out_dir / "seg.dcm")
-    ((_, _, instance_uid),) = seg.get_source_image_uids()
-    stored_labels = seg.get_pixels_by_source_instance([instance_uid], combine_segments=True)[0]
-    names = {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
-    analysed = next(
-        ds
-        for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in source.iterdir())
-        if ds.SOPInstanceUID == instance_uid
-    )
-    assert analysed.InstanceNumber == 2  # the middle slice
-    orientation = analysed.ImageOrientationPatient
-    labels = _to_display(stored_labels, orientation).astype(np.uint8)
-    disc_label = next(number for number, name in names.items() if name == "disc")
-    assert labels.shape == display.shape and not np.array_equal(labels, stored_labels)  # orientation matters
-    mask_png = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(labels)).save(mask_png, format="PNG")
-    labels_json = json.dumps({"0": "background", **{str(n): name for n, name in names.items()}})
-
-    with review_server(tmp_path / "data") as server, chromium_page(server.url) as page:
+    with review_server(data) as server, chromium_page(server.url) as page:
         with server.client() as client:
             study_id = client.post("/api/studies", files={"file": ("series.zip", _zip(source))}).json()["id"]
         server.wait_done(study_id)
         with server.client() as client:
             findings = client.get(f"/api/studies/{study_id}/findings").raise_for_status().json()
+        # What `spinedx analyze --dicom` adds to an analysis, on (a copy of) the one the service made.
+        (result,) = (data / "studies" / study_id / "result").iterdir()
+        analysis = shutil.copytree(result, tmp_path / "analysis")
+        write_dicom_results(analysis, source)
+        labels, names = _seg_in_display_orientation(analysis / "seg.dcm", source)
+        assert labels.shape == display.shape
+        disc_label = next(number for number, name in names.items() if name == "disc")
+        mask_png = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(labels)).save(mask_png, format="PNG")
+        labels_json = json.dumps({"0": "background", **{str(n): name for n, name in names.items()}})
+
         # The viewer draws the SEG (decoded above) where it would draw the study's own mask.
         page.route(
             "**/files/masks.png",

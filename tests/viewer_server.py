@@ -97,9 +97,10 @@ def chromium_page(base_url: str) -> Iterator:
 
 
 def open_study(page, study_id: str) -> None:
-    """Opens a study from the list and waits until every slice is loaded and the panel is drawn."""
+    """Opens a study from the list and waits until every slice and overlay is loaded and the panel drawn."""
     page.click(f"tr[data-study='{study_id}'] button")
     page.wait_for_selector(".finding.cursor")
+    page.wait_for_selector("[data-testid=overlay][data-layers=loaded]", state="attached")
     page.wait_for_function(
         "() => { const c = document.querySelector('[data-testid=cache-line]');"
         " return c && c.textContent.startsWith('all '); }"

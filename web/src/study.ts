@@ -17,7 +17,7 @@ import { Enums } from '@cornerstonejs/core';
 
 const POLL_MS = 1000;
 
-export const KEYMAP: Array<[string, string]> = [
+const KEYMAP: Array<[string, string]> = [
   ['↑ / ↓', 'previous / next level'],
   ['← / →', 'previous / next finding of the level'],
   ['A / R', 'accept / reject the finding'],
@@ -125,7 +125,9 @@ export class StudyView {
       this.message,
     );
     document.addEventListener('keydown', this.keyHandler);
-    void this.waitForAnalysis();
+    this.waitForAnalysis().catch((error: Error) =>
+      this.body.replaceChildren(h('div', { className: 'waiting error' }, h('p', {}, `Could not open the study: ${error.message}`))),
+    );
   }
 
   close(): void {
@@ -219,6 +221,7 @@ export class StudyView {
         this.overlay.heatmaps.set(disc.level, heatmapLayer(heatmap));
       }),
     );
+    this.overlayCanvas.dataset.layers = 'loaded';
     this.refreshToggles();
     this.redraw();
   }
@@ -295,7 +298,8 @@ export class StudyView {
   private toggleOverlay(key: keyof OverlayContent['show']): void {
     const layer = key === 'mask' ? this.overlay.mask : key === 'heatmap' ? this.overlay.heatmaps.size : true;
     if (!layer) {
-      this.say(key === 'heatmap' ? 'This analysis has no heatmaps.' : 'This analysis has no mask.');
+      if (this.overlayCanvas.dataset.layers !== 'loaded') this.say('The overlays are still loading.');
+      else this.say(key === 'heatmap' ? 'This analysis has no heatmaps.' : 'This analysis has no mask.');
       return;
     }
     this.overlay.show[key] = !this.overlay.show[key];
@@ -339,7 +343,7 @@ export class StudyView {
     const pendingCount = review.pending.size;
     const levels = findings.discs.map((disc, level) => {
       const selected = level === review.level;
-      const rows = review.kinds(level).map((kind, index) => {
+      const rows = (selected ? review.kinds(level) : []).map((kind, index) => {
         const id = findingId(disc.level, kind);
         const state = review.stateOf(id);
         const pending = review.pending.get(id);
@@ -347,7 +351,7 @@ export class StudyView {
         const decided = Boolean(state?.decided);
         const rejected = pending ? pending.action === 'reject' : decided && state?.current_value === null;
         const classes = ['finding'];
-        if (selected && index === review.finding) classes.push('cursor');
+        if (index === review.finding) classes.push('cursor');
         if (pending) classes.push('pending');
         if (decided) classes.push('decided');
         return h(
@@ -402,7 +406,9 @@ export class StudyView {
         h('h2', {}, 'Findings'),
         h('span', { className: pendingCount ? 'unsaved on' : 'unsaved' }, pendingCount ? `${pendingCount} unsaved · Enter saves` : 'all saved'),
       ),
-      h('div', { className: 'levels' }, ...levels),
+      levels.length
+        ? h('div', { className: 'levels' }, ...levels)
+        : h('p', { className: 'empty' }, 'No disc was found on the analysed slice.'),
       h('p', { className: 'model' }, `${findings.model.name} ${findings.model.version}`),
       h('details', { className: 'keymap' }, h('summary', {}, 'Keyboard'), h('dl', {}, ...KEYMAP.flatMap(([key, what]) => [h('dt', {}, h('kbd', {}, key)), h('dd', {}, what)]))),
     );
