@@ -78,6 +78,15 @@ def test_upload_overlays_keyboard_review_and_reload(tmp_path, synthetic_slice):
         # The mask lands on the anatomy: deep inside each disc's segment, the screen shows the image
         # under the disc colour at the legend's opacity; zoomed in, it still does.
         page.keyboard.press("l")  # boxes off, so nothing but the mask changes the pixels
+        # Window/level by left drag changes the picture; Z resets view and window.
+        before = screen.grab()
+        middle = (screen.box["x"] + screen.box["width"] / 2, screen.box["y"] + screen.box["height"] / 2)
+        page.mouse.move(*middle)
+        page.mouse.down()
+        page.mouse.move(middle[0] + 120, middle[1] + 60, steps=6)
+        page.mouse.up()
+        assert np.abs(screen.grab() - before).mean() > 5
+        page.keyboard.press("z")
         for zoom, keys in ((1.0, []), (1.25, ["+"])):
             for key in keys:
                 page.keyboard.press(key)
@@ -139,6 +148,10 @@ def test_upload_overlays_keyboard_review_and_reload(tmp_path, synthetic_slice):
             assert row.get_attribute("data-source") == "person"
             assert row.get_attribute("data-decided") == "true"
         assert page.text_content("[data-testid=review-progress]").startswith("2 / ")
+
+        page.click("text=← Studies")
+        row = page.locator(f"tr[data-study='{study_id}'] td.review-progress")
+        assert row.text_content().strip().startswith("2/")
 
         with server.client() as client:
             history = client.get(f"/api/studies/{study_id}/reviews").raise_for_status().json()

@@ -114,18 +114,6 @@ export interface Decision {
   comment: string | null;
 }
 
-export interface ReviewEntry {
-  finding: string;
-  reviewer: string;
-  time: string;
-  action: Action;
-  before: FindingValue;
-  after: FindingValue;
-  source: 'model' | 'person';
-  model_version: string;
-  comment: string | null;
-}
-
 export class Api {
   constructor(private readonly session: Session) {}
 
@@ -174,10 +162,6 @@ export class Api {
 
   state(id: string): Promise<{ findings: FindingState[] }> {
     return this.json(`/api/studies/${encodeURIComponent(id)}/state`);
-  }
-
-  reviews(id: string): Promise<ReviewEntry[]> {
-    return this.json(`/api/studies/${encodeURIComponent(id)}/reviews`);
   }
 
   saveReviews(id: string, decisions: Decision[]): Promise<{ saved: number }> {

@@ -5,7 +5,7 @@ import { Enums, imageLoader, metaData, utilities, type Types } from '@cornerston
 import type { Api } from './api';
 import { decodeGray } from './png';
 
-export const SCHEME = 'spinedx';
+const SCHEME = 'spinedx';
 
 interface SliceGeometry {
   width: number;

@@ -25,7 +25,7 @@ export interface ImageToCanvas {
   f: number;
 }
 
-export function apply(t: ImageToCanvas, x: number, y: number): [number, number] {
+function apply(t: ImageToCanvas, x: number, y: number): [number, number] {
   return [t.a * x + t.c * y + t.e, t.b * x + t.d * y + t.f];
 }
 

@@ -44,8 +44,9 @@ export const WINDOW_PRESETS: Record<string, [number, number]> = {
 };
 
 export class Stack {
-  readonly viewport: StackViewport;
+  private readonly viewport: StackViewport;
   private readonly engine: RenderingEngine;
+  private readonly resizes: ResizeObserver;
   private imageIds: string[] = [];
 
   constructor(element: HTMLDivElement) {
@@ -71,7 +72,8 @@ export class Stack {
     });
     tools.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
     tools.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
-    new ResizeObserver(() => this.engine.resize(true, false)).observe(element);
+    this.resizes = new ResizeObserver(() => this.engine.resize(true, false));
+    this.resizes.observe(element);
   }
 
   async show(imageIds: string[], index: number): Promise<void> {
@@ -149,6 +151,7 @@ export class Stack {
   }
 
   destroy(): void {
+    this.resizes.disconnect();
     ToolGroupManager.destroyToolGroup(TOOL_GROUP_ID);
     this.engine.destroy();
   }
