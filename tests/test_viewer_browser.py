@@ -153,6 +153,13 @@ def test_upload_overlays_keyboard_review_and_reload(tmp_path, synthetic_slice):
         row = page.locator(f"tr[data-study='{study_id}'] td.review-progress")
         assert row.text_content().strip().startswith("2/")
 
+        # Signing out forgets the token; a wrong one is refused at the form.
+        page.click("text=Sign out")
+        page.fill("input[name=token]", "not-the-token")
+        page.fill("input[name=reviewer]", REVIEWER)
+        page.click("button[type=submit]")
+        page.wait_for_selector(".form-error:has-text('The server refused this token.')")
+
         with server.client() as client:
             history = client.get(f"/api/studies/{study_id}/reviews").raise_for_status().json()
         assert [(r["finding"], r["action"], r["before"], r["after"], r["reviewer"], r["source"]) for r in history] == [
