@@ -17,13 +17,15 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from spinedx.errors import InputError
+
 IDENTIFIERS = ("Secret^Patient", "Secret", "PID-SECRET-42", "ACC-SECRET-7", "19600101")
 SIDE, SPACING_MM = 256, 1.0
 
 
-def _series(folder, pixels: np.ndarray) -> str:
+def _series(folder, pixels: np.ndarray, study: str | None = None) -> str:
     folder.mkdir(parents=True)
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    study, series, frame = study or generate_uid(), generate_uid(), generate_uid()
     for k in range(3):
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
@@ -92,6 +94,22 @@ def test_analyze_deid_reports_a_folder_without_dicom_and_goes_on(tmp_path):
     (empty / "notes.txt").write_text("no DICOM here\n")
     results = api.analyze([empty], tmp_path / "out", deid=True, uid_map=tmp_path / "map.json")
     assert [r.error for r in results] == [f"--deid: {empty}: no DICOM file to de-identify"]
+
+
+def test_a_study_folder_stays_one_study_and_non_dicom_series_are_refused(tmp_path):
+    from spinedx.dicom.deid_inputs import deidentified_copy
+
+    pixels = np.zeros((64, 64), dtype=np.uint16)
+    study = tmp_path / "Secret_Patient"
+    study_uid = _series(study / "t1", pixels)
+    _series(study / "t2", pixels, study_uid)
+    [copy] = deidentified_copy(study, tmp_path / "copies", tmp_path / "map.json")
+    assert copy.name == json.loads((tmp_path / "map.json").read_text())["uids"][study_uid]
+    assert len([series for series in copy.iterdir() if series.is_dir()]) == 2
+
+    (study / "t3.png").write_bytes(b"not DICOM")  # a non-DICOM series of the study
+    with pytest.raises(InputError, match="--deid copies DICOM series only"):
+        deidentified_copy(study, tmp_path / "copies-2", tmp_path / "map.json")
 
 
 @pytest.fixture(autouse=True)
