@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -21,4 +21,7 @@ router.mount("/assets", StaticFiles(directory=STATIC_DIR / "assets", check_dir=F
 
 @router.get("/", include_in_schema=False)
 def viewer_page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    page = STATIC_DIR / "index.html"
+    if not page.is_file():
+        raise HTTPException(404, "the viewer is not built: run `make viewer`")
+    return FileResponse(page, headers={"Cache-Control": "no-cache"})
