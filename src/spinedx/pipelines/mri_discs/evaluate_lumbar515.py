@@ -138,7 +138,8 @@ def _matched_discs(dataset: Lumbar515Dataset, findings: dict[str, Findings]) -> 
 
 
 def _level_prior(discs: pd.DataFrame, column: str) -> np.ndarray:
-    """Out-of-fold mean of ``column`` at each disc's level over the other folds' patients."""
+    """Out-of-fold mean of ``column`` at each disc's level over the other folds' patients (the overall
+    mean for a level they lack, or a disc without a level)."""
     prior = np.full(len(discs), np.nan)
     labelled = discs[column].notna() & (discs["level"] != "")
     folds = patient_folds(discs["patient"].to_numpy(), PRIOR_FOLDS, seed=0)
@@ -146,8 +147,8 @@ def _level_prior(discs: pd.DataFrame, column: str) -> np.ndarray:
         train = labelled & (folds != fold)
         means = discs[train].groupby("level")[column].mean().astype(float)
         overall = float(discs.loc[train, column].astype(float).mean())
-        test = (folds == fold) & (discs["level"] != "")
-        prior[test.to_numpy()] = discs.loc[test, "level"].map(means).fillna(overall).to_numpy(dtype=float)
+        test = folds == fold
+        prior[test] = discs.loc[test, "level"].map(means).astype(float).fillna(overall).to_numpy()
     return prior
 
 

@@ -138,7 +138,9 @@ class DiscGrader:
                     f"disc grading: box {box} is not (xmin, ymin, xmax, ymax) with positive size"
                 )
         crops = disc_crops(pixels, boxes, self.crop_size, self.margin, self.pad)
-        with torch.no_grad():  # not inference_mode: its tensors, cached by the eager network, could not take part in evidence()
+        # no_grad, not inference_mode: inference tensors cached by an eager network could not take part
+        # in evidence()'s autograd afterwards.
+        with torch.no_grad():
             logits = predict_logits(self.model, crops, labels, self.crop_size)
         return apply_calibration(logits, self.calibration)
 
