@@ -32,6 +32,7 @@ def test_every_bundled_file_has_a_task_a_sha256_a_format_tag_and_a_card():
 
 
 def test_registry_format_tags_are_the_ones_the_loaders_check():
+    from spinedx.tasks.canal_stenosis.model import FORMAT as STENOSIS
     from spinedx.tasks.disc_grading.model import FORMAT as GRADER
     from spinedx.tasks.disc_localization.model import FORMAT as LOCALIZER
     from spinedx.tasks.input_check.model import FORMAT as INPUT_CHECK
@@ -43,6 +44,7 @@ def test_registry_format_tags_are_the_ones_the_loaders_check():
         "disc_localizer": LOCALIZER,
         "input_check": INPUT_CHECK,
         "spine_segmenter": SEGMENTER,
+        "canal_stenosis": STENOSIS,
     }
 
 

@@ -55,6 +55,7 @@ BINARY_GRADES: dict[str, str] = {
     "up_endplate": "Upper endplate defect",
     "low_endplate": "Lower endplate defect",
     "spondylolisthesis": "Spondylolisthesis",
+    "stenosis": "Central canal stenosis",
 }
 """findings.json grade key -> meaning of its private concept (code = key upper-cased)."""
 ORDINAL_GRADES: dict[str, str] = {"pfirrmann": "Pfirrmann grade", "modic": "Modic type"}

@@ -151,9 +151,14 @@ def _measurements(disc: Disc) -> list[Measurement]:
     return out
 
 
+def _binary_grades(disc: Disc) -> list[str]:
+    """The binary grades the disc has (stenosis only when a stenosis model ran)."""
+    return [key for key in codes.BINARY_GRADES if getattr(disc.grades, key, None) is not None]
+
+
 def _grade_probabilities(disc: Disc) -> dict[str, float]:
     """Each binary grade's probability, and each ordinal grade's probability of the reported grade."""
-    out = {key: float(getattr(disc.grades, key).probability) for key in codes.BINARY_GRADES}
+    out = {key: float(getattr(disc.grades, key).probability) for key in _binary_grades(disc)}
     for key in codes.ORDINAL_GRADES:
         grade = getattr(disc.grades, key)
         out[key] = float(grade.probabilities[grade.grade - GRADE_RANGES[key][0]])
@@ -162,7 +167,7 @@ def _grade_probabilities(disc: Disc) -> dict[str, float]:
 
 def _evaluations(disc: Disc) -> list[QualitativeEvaluation]:
     out = []
-    for key in codes.BINARY_GRADES:
+    for key in _binary_grades(disc):
         present = getattr(disc.grades, key).probability >= codes.PROBABILITY_THRESHOLD
         out.append(
             QualitativeEvaluation(codes.grade_concept(key), codes.PRESENT if present else codes.ABSENT)

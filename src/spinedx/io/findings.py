@@ -66,6 +66,8 @@ class DiscGrades(_Open):
     up_endplate: Probability
     low_endplate: Probability
     spondylolisthesis: Probability
+    stenosis: Probability | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Central canal stenosis, when a stenosis model ran (the bundled one is trained on lumbar515)."""
 
 
 class DiscMeasurements(_Open):

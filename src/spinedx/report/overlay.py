@@ -16,8 +16,8 @@ def _disc_label(disc: Disc) -> tuple[str, bool]:
     grades = disc.grades
     flags = [
         f"{name} {getattr(grades, name).probability:.2f}"
-        for name in ("herniation", "bulging", "narrowing")
-        if getattr(grades, name).probability >= ALERT_PROBABILITY
+        for name in ("herniation", "bulging", "narrowing", "stenosis")
+        if getattr(grades, name) is not None and getattr(grades, name).probability >= ALERT_PROBABILITY
     ]
     text = f"{disc.level}  Pf {grades.pfirrmann.grade}" + (f"  {', '.join(flags)}" if flags else "")
     alert = grades.herniation.probability >= ALERT_PROBABILITY

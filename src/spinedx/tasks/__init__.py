@@ -7,7 +7,7 @@ listing tasks or analysing a slice never imports training code (``tests/test_lay
 
 >>> from spinedx.tasks import TASKS, get_task
 >>> [task.name for task in TASKS]
-['xray-lesions', 'mri-discs', 'disc-localization', 'disc-grading', 'input-check', 'spine-seg']
+['xray-lesions', 'mri-discs', 'disc-localization', 'disc-grading', 'input-check', 'canal-stenosis', 'spine-seg']
 >>> get_task("spine-seg").load("train")  # the train function, imported now  # doctest: +SKIP
 """
 
@@ -101,6 +101,7 @@ TASKS: tuple[Task, ...] = (
             "level",
             "box",
             *GRADE_COLUMNS,
+            "stenosis",
             "height_mm",
             "posterior_extent_mm",
             "canal_ap_mm",
@@ -136,6 +137,16 @@ TASKS: tuple[Task, ...] = (
         bundled=(BundledModel("input_check", "spinedx.input_check/1"),),
         card=MRI_DISCS_CARD,
         trained_by="mri-discs",
+    ),
+    Task(
+        name="canal-stenosis",
+        summary="Central canal stenosis per disc, from a crop of its posterior margin and the canal (lumbar515)",
+        findings=("stenosis",),
+        recipe="spinedx.tasks.canal_stenosis.config:CanalStenosisRecipe",
+        train="spinedx.tasks.canal_stenosis.train:train_canal_stenosis",
+        evaluate="spinedx.pipelines.mri_discs.evaluate:evaluate_discs",
+        bundled=(BundledModel("canal_stenosis", "spinedx.canal_stenosis/1"),),
+        card=MRI_DISCS_CARD,
     ),
     Task(
         name="spine-seg",

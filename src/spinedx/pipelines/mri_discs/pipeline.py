@@ -1,5 +1,7 @@
 """Sagittal MRI → findings: check the input → localise discs → label levels → grade each disc → measure.
 
+With a canal stenosis model (bundled when registered), each disc's grades gain ``stenosis``.
+
 With an input check, findings.json gains ``input_check`` (class probabilities) and its warnings;
 a slice that is very probably no spine MR image is not analysed further.
 
@@ -24,6 +26,8 @@ from spinedx.io.volumes import SagittalSlice
 from spinedx.models.registry import has_weights, resolve_weights
 from spinedx.pipelines.mri_discs.measure import disc_heights
 from spinedx.pipelines.mri_discs.measure_seg import measure_disc
+from spinedx.tasks.canal_stenosis.model import REGISTRY_NAME as STENOSIS_NAME
+from spinedx.tasks.canal_stenosis.model import CanalStenosis
 from spinedx.tasks.disc_grading.model import REGISTRY_NAME as GRADER_NAME
 from spinedx.tasks.disc_grading.model import DiscGrader
 from spinedx.tasks.disc_localization.model import REGISTRY_NAME as LOCALIZER_NAME
@@ -63,6 +67,7 @@ class MriDiscPipeline:
     version: str
     segmenter: SpineSegmenter | None = None
     input_check: InputCheck | None = None
+    stenosis: CanalStenosis | None = None
 
     @classmethod
     def bundled(cls) -> MriDiscPipeline:
@@ -78,12 +83,17 @@ class MriDiscPipeline:
         if has_weights(INPUT_CHECK_NAME):
             input_check = InputCheck.bundled()
             version += f".check.{resolve_weights(INPUT_CHECK_NAME).version}"
+        stenosis = None
+        if has_weights(STENOSIS_NAME):
+            stenosis = CanalStenosis.bundled()
+            version += f".sten.{resolve_weights(STENOSIS_NAME).version}"
         return cls(
             DiscLocalizer.load(localizer_weights.path),
             DiscGrader.load(grader_weights.path),
             version,
             segmenter,
             input_check,
+            stenosis,
         )
 
     def segment(self, image: SagittalSlice) -> np.ndarray | None:
@@ -121,6 +131,11 @@ class MriDiscPipeline:
                 boxes = [detection.box for detection in detections]
                 labels = [detection.ivd_label for detection in detections]
                 grades = self.grader.grade(pixels, boxes, labels)
+                if self.stenosis is not None:
+                    for grade, probability in zip(
+                        grades, self.stenosis.probabilities(pixels, boxes, labels), strict=True
+                    ):
+                        grade["stenosis"] = {"probability": float(probability)}
                 heights = disc_heights(boxes, labels, image.pixel_spacing_mm)
                 discs = [
                     Disc(

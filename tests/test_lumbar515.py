@@ -1,0 +1,141 @@
+"""The second cohort's importer, its end-to-end evaluation and the canal stenosis trainer, on a synthetic
+folder laid out like lumbar515-sagittal (and on the real one when ../shared/data has it)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinedx import api
+from spinedx.errors import InputError
+from spinedx.io.lumbar515 import is_lumbar515, read_lumbar515
+from spinedx.tasks.canal_stenosis.model import CanalStenosis
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "lumbar515-sagittal"
+
+
+def _write(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Synthetic MRI in the lumbar515 layout: tight disc boxes (normal / ddd / lumbar_bulge), a stenosis
+    box behind every bulging disc, Pfirrmann at L3/L4-L5/S1."""
+    root = tmp_path_factory.mktemp("l515")
+    synth = api.synth_mri(root / "synth", n_patients=6, seed=11, image_size=320)
+    folder = root / "lumbar515"
+    (folder / "images").mkdir(parents=True)
+    series = pd.read_csv(synth / "series.csv")
+    discs = pd.read_csv(synth / "discs.csv")
+    rows, boxes, grades = [], [], {}
+    for record in series.itertuples():
+        image_id = f"{int(record.patient):04d}_{record.sequence}"
+        (folder / "images" / f"{image_id}.png").write_bytes(
+            (synth / "images" / f"{record.image_id}.png").read_bytes()
+        )
+        rows.append([image_id, record.patient, record.sequence, record.width, record.height])
+        for disc in discs[discs["image_id"] == record.image_id].itertuples():
+            label = "ddd" if disc.pfirrmann >= 4 else "lumbar_bulge" if disc.bulging else "normal"
+            inset = (disc.ymax - disc.ymin) * 0.2  # tight around the disc, without the endplates
+            boxes.append(
+                [image_id, label, disc.xmin, disc.ymin + inset, disc.xmax, disc.ymax - inset, disc.level]
+            )
+            if disc.bulging:
+                centre = (disc.ymin + disc.ymax) / 2
+                boxes.append(
+                    [image_id, "stenosis", disc.xmax - 8, centre - 10, disc.xmax + 8, centre + 10, ""]
+                )
+            if disc.level in ("L3/L4", "L4/L5", "L5/S1"):
+                grades[(record.patient, disc.level)] = disc.pfirrmann
+    _write(folder / "series.csv", ["image_id", "patient", "sequence", "width", "height"], rows)
+    _write(folder / "boxes.csv", ["image_id", "label", "xmin", "ymin", "xmax", "ymax", "level"], boxes)
+    _write(
+        folder / "pfirrmann.csv",
+        ["patient", "level", "pfirrmann"],
+        [[p, lv, g] for (p, lv), g in grades.items()],
+    )
+    return folder
+
+
+def test_importer_gives_per_disc_grades_and_masks_what_the_cohort_lacks(cohort):
+    assert is_lumbar515(cohort)
+    dataset = read_lumbar515(cohort)
+    discs = dataset.discs
+    assert len(dataset.series) == 12 and len(discs) > 50
+    assert discs.loc[discs["label"] == "ddd", "bulging"].isna().all()  # one label per box: not "no bulge"
+    assert discs.loc[discs["label"] == "lumbar_bulge", "degenerated"].isna().all()
+    assert (discs.loc[discs["label"] == "lumbar_bulge", "stenosis"] == 1).all()
+    assert (discs.loc[discs["label"] == "normal", "stenosis"] == 0).all()
+    lower = discs["level"].isin(["L3/L4", "L4/L5", "L5/S1"])
+    assert discs.loc[lower, "pfirrmann"].notna().all() and discs.loc[~lower, "pfirrmann"].isna().all()
+    assert (discs["ivd_label"].dropna() >= 1).all()
+
+
+def test_importer_names_the_row_and_column_of_a_bad_label(cohort, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("series.csv", "pfirrmann.csv"):
+        (broken / name).write_bytes((cohort / name).read_bytes())
+    (broken / "images").symlink_to(cohort / "images")
+    lines = (cohort / "boxes.csv").read_text().splitlines()
+    lines[3] = (
+        lines[3]
+        .replace("normal", "herniated")
+        .replace("lumbar_bulge", "herniated")
+        .replace("ddd", "herniated")
+    )
+    (broken / "boxes.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"boxes.csv row 4 column 'label': 'herniated'"):
+        read_lumbar515(broken)
+
+
+def test_evaluate_discs_scores_a_lumbar515_folder_beside_the_level_prior(cohort, tmp_path):
+    result = api.evaluate_discs(cohort, tmp_path / "eval", n_resamples=20)
+    metrics = json.loads(result.metrics_path.read_text())
+    localisation = metrics["localisation"]
+    assert localisation["n_series"] == 12 and localisation["disc_recall_centre_in_box"]["estimate"] > 0.8
+    grading = metrics["grading"]
+    assert {"bulging", "degeneration", "pfirrmann"} <= set(grading)
+    assert np.isfinite(grading["bulging"]["level_prior"]["estimate"])
+    assert "Level-only prior" in result.report_path.read_text()
+
+
+def test_stenosis_trainer_cross_validates_calibrates_and_resumes(cohort, tmp_path):
+    config = tmp_path / "stenosis.yaml"
+    config.write_text(
+        f"task: canal-stenosis\ndata_root: {cohort}\npretrained: none\nbackbone: resnet10t\n"
+        "crop_size: 32\nepochs: 1\nfolds: 2\nbatch_size: 16\nbootstrap_resamples: 20\n"
+    )
+    paths = api.train(config, tmp_path / "run")
+    metrics = json.loads(paths["cv_metrics"].read_text())
+    assert metrics["n_discs"] > 40 and 0 < metrics["n_positive"] < metrics["n_discs"]
+    assert {"model", "level_prior"} <= set(metrics) and "auroc" in metrics["model"]
+    for fold in range(2):
+        assert (tmp_path / "run" / "cv" / f"fold_{fold}" / "model.pt").is_file()
+    model = CanalStenosis.load(paths["canal_stenosis"])
+    pixels = np.random.default_rng(0).random((320, 320)).astype(np.float32)
+    probabilities = model.probabilities(pixels, [(100, 100, 150, 120), (90, 130, 150, 150)], [1, 2])
+    assert probabilities.shape == (2,) and ((probabilities > 0) & (probabilities < 1)).all()
+    again = api.train(config, tmp_path / "run")  # every fold finished: resumes past them, same figures
+    assert json.loads(again["cv_metrics"].read_text())["model"] == metrics["model"]
+    config.write_text(config.read_text().replace("crop_size: 32", "crop_size: 48"))
+    (tmp_path / "run" / "samples.json").unlink()
+    with pytest.raises(InputError, match="from another recipe or other data"):
+        api.train(config, tmp_path / "run")
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not REAL.is_dir(), reason="needs ../shared/data/lumbar515-sagittal")
+def test_real_lumbar515_imports():
+    dataset = read_lumbar515(REAL)
+    assert len(dataset.series) == 607 and dataset.discs["patient"].nunique() == 304
+    assert dataset.discs["stenosis"].sum() > 1000
