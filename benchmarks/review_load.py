@@ -137,7 +137,7 @@ def main() -> int:
         lost = len(ids) - sum(value in ("done", "failed") for value in status.values())
         print(f"{args.uploads} concurrent uploads of a 384x384 slice, {args.workers} worker(s):")
         print(f"  errors: {rejected + failed} (rejected uploads {rejected}, failed analyses {failed})")
-        print(f"  lost: {lost}")
+        print(f"  lost: {lost} (accepted but not finished within --timeout {args.timeout:.0f} s)")
         print(
             f"  upload latency p50 {percentile(latencies, 50) * 1000:.0f} ms, p95 {percentile(latencies, 95) * 1000:.0f} ms"
         )

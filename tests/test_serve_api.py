@@ -70,7 +70,7 @@ def upload(client: TestClient, data: bytes, name: str = "slice.png", task: str |
     return client.post("/api/studies", files={"file": (name, data)}, data=fields, headers=AUTH)
 
 
-def wait_done(client: TestClient, study_id: str, timeout: float = 120.0) -> dict:
+def wait_done(client: TestClient, study_id: str, timeout: float = 300.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.get(f"/api/studies/{study_id}", headers=AUTH).json()
