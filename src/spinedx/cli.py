@@ -218,7 +218,11 @@ def analyze(
 @app.command("evaluate-discs")
 def evaluate_discs(
     data: Annotated[
-        Path, typer.Option(help="folder laid out like spider-sagittal (series/discs/gradings CSVs, images/)")
+        Path,
+        typer.Option(
+            help="folder laid out like spider-sagittal (series/discs/gradings CSVs, images/) or "
+            "lumbar515-sagittal (series/boxes/pfirrmann CSVs, images/)"
+        ),
     ],
     out: Annotated[Path, typer.Option(help="output folder for metrics.json and report.html")] = Path(
         "runs/evaluate-discs"
@@ -238,6 +242,20 @@ def evaluate_discs(
     outcome = api.evaluate_discs(data, out, cv_run=cv_run, n_resamples=bootstrap)
     typer.echo(json.dumps({"localisation": outcome.metrics["localisation"]}, indent=2, default=float))
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
+
+
+@app.command("evidence-check")
+def evidence_check(
+    data: Annotated[Path, typer.Option(help="a spider-sagittal or lumbar515-sagittal folder")],
+    out: Annotated[Path, typer.Option(help="JSON file for the result")] = Path("runs/evidence-check.json"),
+    max_series: Annotated[int | None, typer.Option(help="first N series only")] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="bootstrap resamples (over patients) for the 95% CIs")
+    ] = 1000,
+) -> None:
+    """Grad-CAM sanity check: heatmap mass in the disc region, trained vs randomised weights vs uniform."""
+    result = api.evidence_check(data, out, max_series=max_series, n_resamples=bootstrap)
+    typer.echo(json.dumps(result, indent=2, default=float))
 
 
 @app.command("evaluate-seg")
