@@ -422,6 +422,11 @@ FIELD_MEANINGS: dict[str, tuple[str, str]] = {
     "DiscGrades.up_endplate": ("", "probability of an upper endplate change"),
     "DiscGrades.low_endplate": ("", "probability of a lower endplate change"),
     "DiscGrades.spondylolisthesis": ("", "probability of spondylolisthesis at this level"),
+    "DiscGrades.stenosis": (
+        "",
+        "probability of central canal stenosis behind this disc (canal-stenosis model, trained on lumbar515); "
+        "absent when no stenosis model is bundled",
+    ),
     "Probability.probability": ("0–1", "calibrated probability that the finding is present"),
     "OrdinalGrade.grade": ("", "the reported grade (Pfirrmann 1–5, Modic 0–3)"),
     "OrdinalGrade.probabilities": ("0–1", "probability of each grade, lowest grade first; sums to 1"),
