@@ -25,12 +25,12 @@ export function sliceImageId(studyId: string, index: number): string {
 /** Declares the geometry of a stack's slices (all the same size, parallel, one unit apart). */
 export function describeStack(
   imageIds: string[],
-  size: { width: number; height: number },
+  { width, height }: { width: number; height: number },
   spacing: [number, number] | null,
 ): void {
   const [rowSpacing, columnSpacing] = spacing ?? [1, 1];
   imageIds.forEach((imageId, index) =>
-    geometries.set(imageId, { ...size, rowSpacing, columnSpacing, index, bitsStored: 16 }),
+    geometries.set(imageId, { width, height, rowSpacing, columnSpacing, index, bitsStored: 16 }),
   );
 }
 
