@@ -104,7 +104,8 @@ def test_evaluate_discs_scores_a_lumbar515_folder_beside_the_level_prior(cohort,
     localisation = metrics["localisation"]
     assert localisation["n_series"] == 12 and localisation["disc_recall_centre_in_box"]["estimate"] > 0.8
     grading = metrics["grading"]
-    assert {"bulging", "degeneration", "pfirrmann"} <= set(grading)
+    assert {"bulging", "degeneration", "pfirrmann", "pfirrmann_fused"} <= set(grading)
+    assert grading["pfirrmann_fused"]["mean_series_per_level"] > 1.5  # t1 and t2 of each patient
     assert np.isfinite(grading["bulging"]["level_prior"]["estimate"])
     assert "Level-only prior" in result.report_path.read_text()
 

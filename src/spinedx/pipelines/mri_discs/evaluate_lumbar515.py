@@ -40,6 +40,7 @@ from spinedx.io.volumes import read_sagittal
 from spinedx.pipelines.mri_discs.pipeline import MODEL_NAME, MriDiscPipeline
 from spinedx.report.html import load_template, png_base64
 from spinedx.report.overlay import render_overlay
+from spinedx.tasks.disc_grading.network import pfirrmann_grade
 
 N_MISSES_SHOWN = 8
 PRIOR_FOLDS = 5
@@ -124,6 +125,7 @@ def _matched_discs(dataset: Lumbar515Dataset, findings: dict[str, Findings]) -> 
                 degeneration_score=float(probabilities @ np.arange(1, 6)),
                 spondylolisthesis_score=grades.spondylolisthesis.probability,
                 pfirrmann_pred=grades.pfirrmann.grade,
+                pfirrmann_probabilities=list(grades.pfirrmann.probabilities),
             )
             stenosis = getattr(grades, "stenosis", None)
             if stenosis is not None:
@@ -213,7 +215,25 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], n_resamples: int
             graded["pfirrmann"].astype(int), np.clip(np.rint(prior), 1, 5).astype(int), labels=[1, 2, 3, 4, 5],
             groups=graded["patient"].to_numpy(), n_resamples=n_resamples,
         )["kappa_quadratic"]  # fmt: skip
+        metrics["pfirrmann_fused"] = _fused_pfirrmann(graded, n_resamples)
     return metrics
+
+
+def _fused_pfirrmann(graded: pd.DataFrame, n_resamples: int) -> dict:
+    """Pfirrmann per patient and level from the mean probability vector over the patient's series (as
+    :func:`spinedx.pipelines.study.fuse_levels` fuses a study), against the patient's grade."""
+    fused = graded.groupby(["patient", "level"]).agg(
+        reference=("pfirrmann", "first"),
+        probabilities=("pfirrmann_probabilities", lambda rows: np.mean(np.stack(rows.to_list()), axis=0)),
+        n_series=("image_id", "nunique"),
+    )
+    predicted = pfirrmann_grade(np.stack(fused["probabilities"].to_list()))
+    result = ordinal_metrics(
+        fused["reference"].astype(int), predicted, labels=[1, 2, 3, 4, 5],
+        groups=fused.index.get_level_values("patient").to_numpy(), n_resamples=n_resamples,
+    )  # fmt: skip
+    result["mean_series_per_level"] = float(fused["n_series"].mean())
+    return result
 
 
 def _write_report(
