@@ -21,9 +21,9 @@ install: $(BIN)/spinedx.installed
 # plugin (the PACS bridge), Chromium (the viewer's browser tests) and PostgreSQL (the review store).
 # Installed when we may (root with apt); otherwise the tests that need them skip.
 SYSTEM_PACKAGES := dcmtk orthanc orthanc-dicomweb chromium postgresql
-SYSTEM_COMMANDS := dsrdump Orthanc chromium pg_ctlcluster
+SYSTEM_FILES := /usr/bin/dsrdump /usr/sbin/Orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/bin/chromium /usr/bin/pg_ctlcluster
 system-tools:
-	@missing=0; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	@missing=0; for f in $(SYSTEM_FILES); do [ -e $$f ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \

@@ -237,6 +237,20 @@ def test_a_png_source_is_a_one_line_input_error(analysed, tmp_path):
     assert PATIENT_NAME not in message and PATIENT_ID not in message
 
 
+def test_a_source_without_type2_patient_attributes_still_gets_its_results(analysed, tmp_path):
+    """Sources in the wild lack PatientBirthDate and friends; highdicom copies them into every object."""
+    source = pydicom.dcmread(analysed["bare"]["source"])
+    for keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber", "StudyID"):
+        delattr(source, keyword)
+    stripped = tmp_path / "stripped.dcm"
+    source.save_as(stripped, enforce_file_format=True)
+    folder = tmp_path / "result"
+    shutil.copytree(analysed["bare"]["dir"], folder, ignore=shutil.ignore_patterns("*.dcm"))
+    written = write_dicom_results(folder, stripped)
+    assert {path.name for path in written} >= {"sr.dcm", "overlay.dcm"}
+    assert pydicom.dcmread(folder / "sr.dcm").PatientBirthDate == ""
+
+
 def test_an_axial_series_is_refused_before_any_pixel_is_read(tmp_path):
     folder = tmp_path / "axial"
     folder.mkdir()

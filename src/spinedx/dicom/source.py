@@ -101,6 +101,14 @@ def find_source_image(source: str | Path, slice_index: int | None) -> SourceImag
     return image
 
 
+TYPE2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+)  # fmt: skip
+"""Type 2 patient/study attributes highdicom copies from the source into SR, SEG and SC: a source that
+lacks one gets it empty (which DICOM allows), not a crash while writing the results."""
+
+
 def _read_header(path: Path) -> Dataset | None:
     """The header of a DICOM image file (no pixel data), or None when it is not one."""
     with warnings.catch_warnings():
@@ -109,7 +117,12 @@ def _read_header(path: Path) -> Dataset | None:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception:
             return None
-    return ds if "Rows" in ds and "SOPInstanceUID" in ds else None
+    if "Rows" not in ds or "SOPInstanceUID" not in ds:
+        return None
+    for keyword in TYPE2_COPIED:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
 
 
 def _file_image(path: Path, slice_index: int | None) -> SourceImage:
