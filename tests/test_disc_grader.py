@@ -488,3 +488,18 @@ def test_cross_validation_with_localizer_boxes_scores_reference_discs(unboxed_sp
     assert oof.groupby("patient")["fold"].nunique().max() == 1
     weights = train_grader(config, tmp_path / "grader.pt", cv_dir=tmp_path / "cv")
     assert weights.is_file()
+
+
+def test_grader_init_starts_from_the_bundled_network_or_says_why_it_cannot(tmp_path):
+    from spinedx.models.registry import resolve_weights
+    from spinedx.tasks.disc_grading.config import GraderConfig
+    from spinedx.tasks.disc_grading.model import DiscGrader
+    from spinedx.tasks.disc_grading.train import build_model
+
+    bundled = DiscGrader.load(resolve_weights("disc_grader").path).model.state_dict()
+    started = build_model(GraderConfig(data_root=tmp_path, init="bundled")).state_dict()
+    assert all(torch.equal(started[name], value.to(started[name].dtype)) for name, value in bundled.items())
+    with pytest.raises(InputError, match=r"grader.init: 'bundled' does not fit"):
+        build_model(GraderConfig(data_root=tmp_path, init="bundled", hidden=16))
+    with pytest.raises(InputError, match="neither 'none', 'bundled' nor an existing grader file"):
+        build_model(GraderConfig(data_root=tmp_path, init=str(tmp_path / "missing.pt")))

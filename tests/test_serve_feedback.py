@@ -1,8 +1,7 @@
 """The feedback loop: correct findings through the API, `spinedx reviews export`, `spinedx train` on the
 export, and the fine-tuned grader's Pfirrmann predictions on the corrected discs move toward the corrections.
 
-The mri-discs recipe has no option to start the grader from the bundled grader's weights (``pretrained``
-loads a backbone state dict only), so the fine-tune here trains a tiny grader on the export alone.
+The fine-tune starts from the bundled grader (``grader.init: bundled``), as a site would.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ name: review_finetune
 version: "test"
 localizer: {{data_root: {data}, epochs: 1, folds: 2, image_size: 64, synthetic_patients: 1, batch_size: 4,
   bootstrap_resamples: 0}}
-grader: {{data_root: {data}, crop_size: 40, epochs: 6, folds: 2, batch_size: 8, lr: 0.01, warmup_epochs: 0,
-  pretrained: none, hidden: 16, freeze_blocks: 0, bootstrap_resamples: 0, threads: 1}}
+grader: {{data_root: {data}, init: bundled, epochs: 4, folds: 2, batch_size: 8, lr: 0.003, warmup_epochs: 0,
+  bootstrap_resamples: 0, threads: 1}}
 """
 
 

@@ -31,6 +31,11 @@ class GraderConfig(Strict):
     pad: float = Field(1.25, ge=1.0, le=2.0, description="padded crop / view, room for augmentation")
     backbone: str = "tf_efficientnet_lite0"
     pretrained: str = Field("imagenet", description="'imagenet', 'none' or a state-dict path")
+    init: str = Field(
+        "none",
+        description="'bundled' or a disc grader file: start every model from its network (fine-tuning, e.g. on "
+        "`spinedx reviews export` corrections); backbone, hidden, descriptors and margin must match it",
+    )
     hidden: int = Field(256, ge=8)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     descriptors: bool = Field(True, description="feed region intensity descriptors beside the CNN features")

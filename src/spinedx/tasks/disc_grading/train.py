@@ -60,8 +60,16 @@ from spinedx.io.spider import level_name, read_spider
 from spinedx.models.calibration import PlattScaler, TemperatureScaler
 from spinedx.models.model_file import save_model_file
 from spinedx.models.precision import half_precision
+from spinedx.models.registry import resolve_weights
 from spinedx.tasks.disc_grading.config import GraderConfig
-from spinedx.tasks.disc_grading.model import FORMAT, apply_calibration, pfirrmann_probs_np, predict_logits
+from spinedx.tasks.disc_grading.model import (
+    FORMAT,
+    DiscGrader,
+    apply_calibration,
+    pfirrmann_probs_np,
+    predict_logits,
+)
+from spinedx.tasks.disc_grading.model import REGISTRY_NAME as BUNDLED_GRADER
 from spinedx.tasks.disc_grading.network import (
     BINARY_TASKS,
     MODIC_GRADES,
@@ -259,16 +267,33 @@ def _targets(table: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def build_model(config: GraderConfig, *, pretrained: str | None = None) -> DiscGraderNet:
+    start = None if config.init == "none" else _initial_weights(config.init)
     model = DiscGraderNet(
         config.backbone,
-        pretrained=config.pretrained if pretrained is None else pretrained,
+        pretrained="none" if start is not None else config.pretrained if pretrained is None else pretrained,
         hidden=config.hidden,
         dropout=config.dropout,
         descriptors=config.descriptors,
         margin=config.margin,
     )
+    if start is not None:
+        try:
+            model.load_state_dict(start)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise InputError(
+                f"grader.init: '{config.init}' does not fit grader.backbone/hidden/descriptors ({first})"
+            ) from None
     model.set_frozen_blocks(config.freeze_blocks)
     return model
+
+
+def _initial_weights(init: str) -> dict[str, torch.Tensor]:
+    """The network weights of the grader named by ``grader.init`` ('bundled' or a grader file)."""
+    path = resolve_weights(BUNDLED_GRADER).path if init == "bundled" else Path(init)
+    if not path.is_file():
+        raise InputError(f"grader.init: '{init}' is neither 'none', 'bundled' nor an existing grader file")
+    return DiscGrader.load(path).eager_network().state_dict()
 
 
 def _pos_weight(binary: np.ndarray, power: float) -> torch.Tensor:
