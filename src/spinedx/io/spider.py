@@ -57,6 +57,9 @@ DISCS_REQUIRED = ("image_id", "ivd_label", "level", *BOX_COLUMNS, *GRADE_COLUMNS
 DISCS_OPTIONAL = ("patient", "sequence")
 GRADINGS_REQUIRED = ("patient", "ivd_label", "level", *GRADE_COLUMNS)
 SPACING_COLUMNS = ("image_id", "row_mm", "col_mm")
+DISCS_WRITTEN = ("image_id", "patient", "sequence", "ivd_label", "level", *BOX_COLUMNS, *GRADE_COLUMNS)
+"""Columns of discs.csv as spinedx writes it (synthetic data, review exports)."""
+GRADINGS_WRITTEN = GRADINGS_REQUIRED
 _FIRST_DATA_ROW = 2
 
 

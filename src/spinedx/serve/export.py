@@ -27,6 +27,7 @@ from sqlalchemy import select
 from spinedx.io.atomic import atomic_write_bytes, atomic_write_text
 from spinedx.io.levels import GRADE_COLUMNS
 from spinedx.io.output_location import atomic_directory
+from spinedx.io.spider import DISCS_WRITTEN, GRADINGS_WRITTEN, SPACING_COLUMNS
 from spinedx.serve.analysis import DONE, study_dir
 from spinedx.serve.reviews import DISC, study_state
 from spinedx.store import Store, Study
@@ -111,26 +112,13 @@ def export_reviews(store: Store, out_dir: Path, since: datetime | None = None) -
         atomic_write_text(
             work / "discs.csv",
             _csv(
-                (
-                    "image_id",
-                    "patient",
-                    "sequence",
-                    "ivd_label",
-                    "level",
-                    "xmin",
-                    "ymin",
-                    "xmax",
-                    "ymax",
-                    *GRADE_COLUMNS,
-                ),
+                DISCS_WRITTEN,
                 discs,
             ),
         )
-        atomic_write_text(
-            work / "gradings.csv", _csv(("patient", "ivd_label", "level", *GRADE_COLUMNS), gradings)
-        )
+        atomic_write_text(work / "gradings.csv", _csv(GRADINGS_WRITTEN, gradings))
         if spacing:
-            atomic_write_text(work / "spacing.csv", _csv(("image_id", "row_mm", "col_mm"), spacing))
+            atomic_write_text(work / "spacing.csv", _csv(SPACING_COLUMNS, spacing))
         atomic_write_text(
             work / "provenance.csv",
             _csv(("image_id", "level", "grade", "source", "last_reviewer", "model_version"), provenance),

@@ -37,6 +37,7 @@ from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_path, atomic_write_text
 from spinedx.io.levels import GRADE_COLUMNS, LEVEL_NAMES
 from spinedx.io.masks import SEG_LABELS
+from spinedx.io.spider import DISCS_WRITTEN, GRADINGS_WRITTEN
 from spinedx.synth.geometry import Frame
 
 SEQUENCES: tuple[str, ...] = ("t1", "t2")
@@ -53,19 +54,8 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "n_graded_discs",
     "boxes_match_gradings",
 )
-DISC_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "patient",
-    "sequence",
-    "ivd_label",
-    "level",
-    "xmin",
-    "ymin",
-    "xmax",
-    "ymax",
-    *GRADE_COLUMNS,
-)
-GRADING_COLUMNS: tuple[str, ...] = ("patient", "ivd_label", "level", *GRADE_COLUMNS)
+DISC_COLUMNS: tuple[str, ...] = DISCS_WRITTEN
+GRADING_COLUMNS: tuple[str, ...] = GRADINGS_WRITTEN
 SPACING_COLUMNS: tuple[str, ...] = ("image_id", "row_mm", "col_mm")
 MASK_LABELS: dict[int, str] = SEG_LABELS  # one class table for synthetic masks, training and analysis
 
