@@ -4,7 +4,7 @@ Training samples are the discs the bundled localiser finds (as analysis finds th
 the reference disc box whose centre it contains: stenosis when a stenosis box sits behind that disc
 (:mod:`spinedx.io.lumbar515`). Found discs that match no reference box are left out (unlabelled).
 
-``run_dir`` receives ``cv/fold_<k>/{model.pt, fold.json}`` (each fold's deployable model and its
+``run_dir`` receives the cached samples and crops, ``cv/fold_<k>/{model.pt, fold.json}`` (each fold's deployable model and its
 held-out patients), ``cv/metrics.json`` (out-of-fold AUROC with 95% CIs over patients, beside the
 level-only prior on the same discs), and the final ``canal_stenosis.pt`` with a Platt calibrator and
 operating point fitted on the out-of-fold predictions. A killed fold resumes from its last epoch.
@@ -33,14 +33,19 @@ from spinedx.tasks.canal_stenosis.model import FORMAT, REGISTRY_NAME, CanalSteno
 from spinedx.tasks.canal_stenosis.network import StenosisNet, level_index, posterior_crops
 from spinedx.tasks.disc_localization.model import REGISTRY_NAME as LOCALIZER_NAME
 from spinedx.tasks.disc_localization.model import DiscLocalizer
-from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks, identity_digest
 
 logger = logging.getLogger(__name__)
 
 
+def _data_key(recipe: CanalStenosisRecipe) -> str:
+    """Names the caches by the data they came from, so one made from other data is never read."""
+    return identity_digest({"data_root": recipe.data_root, "series_limit": recipe.series_limit})[:12]
+
+
 def found_discs(recipe: CanalStenosisRecipe, run_dir: Path) -> dict[str, list]:
-    """Localiser discs matched to reference discs (cached in ``run_dir/samples.json``)."""
-    cache = run_dir / "samples.json"
+    """Localiser discs matched to reference discs (cached in ``run_dir``, named by the data they came from)."""
+    cache = run_dir / f"samples-{_data_key(recipe)}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     dataset = read_lumbar515(recipe.data_root)
@@ -71,8 +76,9 @@ def found_discs(recipe: CanalStenosisRecipe, run_dir: Path) -> dict[str, list]:
 
 
 def sample_crops(recipe: CanalStenosisRecipe, samples: dict[str, list], run_dir: Path) -> np.ndarray:
-    """Posterior-margin crops of every sample (cached in ``run_dir/crops.npy``)."""
-    cache = run_dir / "crops.npy"
+    """Posterior-margin crops of every sample (cached in ``run_dir``)."""
+    # Named by the crop settings: a cache made under other settings is never read as this one.
+    cache = run_dir / f"crops-{_data_key(recipe)}-{recipe.crop_size}-{recipe.crop_scale:g}.npy"
     if cache.is_file():
         return np.load(cache)
     dataset = read_lumbar515(recipe.data_root)
