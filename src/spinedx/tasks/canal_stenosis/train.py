@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from spinedx.data.folds import patient_folds
 from spinedx.evaluation.grading import binary_task_metrics, youden_threshold
-from spinedx.io.atomic import atomic_write_text
+from spinedx.io.atomic import atomic_path, atomic_write_text
 from spinedx.io.lumbar515 import read_lumbar515
 from spinedx.io.volumes import read_sagittal
 from spinedx.models.calibration import PlattScaler
@@ -90,7 +90,8 @@ def sample_crops(recipe: CanalStenosisRecipe, samples: dict[str, list], run_dir:
         if image_id != current:
             current, pixels = image_id, read_sagittal(dataset.image_path(image_id)).pixels
         crops[row] = posterior_crops(pixels, [samples["box"][row]], recipe.crop_size, recipe.crop_scale)[0]
-    np.save(cache, crops)
+    with atomic_path(cache) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, crops)
     return crops
 
 
