@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
+from dicom_factory import new_mr_instance
 from spinedx.errors import InputError
 
 IDENTIFIERS = ("Secret^Patient", "Secret", "PID-SECRET-42", "ACC-SECRET-7", "19600101")
@@ -27,12 +27,7 @@ def _series(folder, pixels: np.ndarray, study: str | None = None) -> str:
     folder.mkdir(parents=True)
     study, series, frame = study or generate_uid(), generate_uid(), generate_uid()
     for k in range(3):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+        ds = new_mr_instance()
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
             "Secret^Patient",
             "PID-SECRET-42",

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import MRImageStorage, generate_uid
 
+from dicom_factory import new_mr_instance
 from spinedx.dicom.deid import UID_MAP_SCHEMA, deidentify_dataset, deidentify_tree
 from spinedx.errors import InputError
 
@@ -28,12 +29,7 @@ IDENTIFIERS = {
 
 
 def _instance(study: str, series: str, frame: str, number: int, referenced: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_mr_instance()
     for keyword, value in IDENTIFIERS.items():
         setattr(ds, keyword, value)
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame

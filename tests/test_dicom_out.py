@@ -20,9 +20,10 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
+from dicom_factory import new_mr_instance
 from spinedx.dicom import SC_FILE, SEG_FILE, SR_FILE, codes, write_dicom_results
 from spinedx.dicom.source import find_source_image
 from spinedx.errors import InputError
@@ -43,12 +44,7 @@ KNOWN_DCIODVFY_WARNINGS = {
 
 
 def _mr(pixels: np.ndarray, *, iop, ipp, study: str, series: str, frame: str, number: int) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_mr_instance()
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
         PATIENT_NAME,
         PATIENT_ID,

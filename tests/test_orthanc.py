@@ -21,11 +21,12 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
+from dicom_factory import new_mr_instance
 from orthanc_server import SPINEDX_MODALITY, OrthancServer, free_port, orthanc_missing, orthanc_server
 from spinedx.dicom import orthanc as bridge
 from spinedx.dicom.pacs import listen
@@ -72,12 +73,7 @@ def _mr_series(pixels: np.ndarray | None, n_slices: int = 3) -> list[Dataset]:
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     datasets = []
     for k in range(n_slices):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+        ds = new_mr_instance()
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
             PATIENT_NAME,
             PATIENT_ID,

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
+from dicom_factory import new_mr_instance
 from spinedx.dicom.pacs import listen, parse_destination, send_files
 from spinedx.errors import InputError
 
@@ -24,12 +24,7 @@ PATIENT_NAME, PATIENT_ID = "Secret^Patient", "PID-SECRET-42"
 
 
 def _mr(path: Path, *, study: str, series: str, number: int) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_mr_instance()
     ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.Modality, ds.InstanceNumber = "MR", number

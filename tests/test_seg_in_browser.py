@@ -23,9 +23,9 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
+from dicom_factory import new_mr_instance
 from viewer_server import (
     Screen,
     chromium_page,
@@ -65,12 +65,7 @@ def _mr_series(display: np.ndarray, folder: Path) -> None:
         pixels = display if k == 1 else np.roll(display, 60 * (k - 1), axis=0)  # neighbours differ
         stored = pixels[::-1, ::-1].T
         assert np.array_equal(_to_display(stored, STORED_ORIENTATION), pixels)
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+        ds = new_mr_instance()
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
             "Seg^Browser",
             "SEG-1",

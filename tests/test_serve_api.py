@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
+from dicom_factory import new_mr_instance
 from spinedx.serve.analysis import AnalysisPool
 from spinedx.serve.app import create_app
 from spinedx.serve.settings import ServeSettings
@@ -43,14 +43,8 @@ def dicom_bytes(
 ) -> bytes:
     """A sagittal MR DICOM image of the PNG's pixels (12-bit), carrying a patient name and ID."""
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.uint16) * 16
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_mr_instance()
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, "19700101"
-    ds.Modality = "MR"
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
