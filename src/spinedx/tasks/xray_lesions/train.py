@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from spinedx.data.datasets import CropDataset
 from spinedx.errors import InputError
@@ -26,16 +27,18 @@ from spinedx.recipes import recipe_to_yaml
 from spinedx.tasks.xray_lesions.augment import build_augmentation
 from spinedx.tasks.xray_lesions.config import ExperimentConfig
 from spinedx.tasks.xray_lesions.data import RoiData, prepare_training_data
-from spinedx.tasks.xray_lesions.engine import FitResult, Trainer
+from spinedx.tasks.xray_lesions.engine import ClassifierHooks, prepare_network
 from spinedx.tasks.xray_lesions.model import BEST, build_model
-from spinedx.training.checkpoints import LAST, load_checkpoint
+from spinedx.training.checkpoints import LAST
 from spinedx.training.distributed import DistContext, init_distributed, shutdown_distributed
+from spinedx.training.loop import BestEpoch, EpochLoop, LoopResult
 from spinedx.training.losses import balanced_class_weights, build_loss
 from spinedx.training.run_info import run_info
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.json"
 SPLITS_FILE = "splits.csv"
 SUMMARY_FILE = "train_summary.json"
 
@@ -43,7 +46,7 @@ SUMMARY_FILE = "train_summary.json"
 @dataclass
 class TrainOutcome:
     run_dir: Path
-    fit: FitResult
+    fit: LoopResult
     data: RoiData
 
 
@@ -58,18 +61,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def _study_splits(data: RoiData, group_by: str) -> pd.DataFrame:
     table = data.rows[[group_by, "split"]].drop_duplicates().rename(columns={group_by: "group"})
     return table.sort_values(["split", "group"]).reset_index(drop=True)
-
-
-def _resume_state(run_dir: Path, config_yaml: str) -> dict | None:
-    last = run_dir / LAST
-    if not last.is_file():
-        return None
-    state = load_checkpoint(last)
-    if state.get("config_yaml") != config_yaml:
-        raise InputError(
-            f"{run_dir}: holds a checkpoint of a different recipe; pass another --out or delete {last} to start over"
-        )
-    return state
 
 
 def train_experiment(config: ExperimentConfig, run_dir: Path) -> TrainOutcome:
@@ -96,49 +87,47 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
     val_crops, val_labels = data.part("val")
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume_state = _resume_state(run_dir, config_yaml)
+    # A run folder with a checkpoint resumes (EpochLoop refuses one of another recipe or other data).
+    resuming = (run_dir / LAST).is_file()
+    splits = _study_splits(data, config.data.split.group_by)
     if dist.is_main:
         for line in data.skipped:
             print(f"warning: skipped {line}", file=sys.stderr)
         for line in data.clipped:
             print(f"warning: {line}", file=sys.stderr)
-        if resume_state is None:
+        if not resuming:
             atomic_write_text(run_dir / CONFIG_FILE, config_yaml)
             atomic_write_text(
                 run_dir / "run_info.json", json.dumps({**run_info(), "world_size": dist.world_size}, indent=2)
             )
-            atomic_write_text(
-                run_dir / SPLITS_FILE, _study_splits(data, config.data.split.group_by).to_csv(index=False)
-            )
-        else:
-            print(f"resuming {run_dir} after epoch {resume_state['epoch']}")
+            atomic_write_text(run_dir / SPLITS_FILE, splits.to_csv(index=False))
 
     # Resumed runs get their weights from the checkpoint: no need to fetch pretrained ones again.
-    model = build_model(config, len(data.class_names), pretrained="none" if resume_state else None)
+    model = build_model(config, len(data.class_names), pretrained="none" if resuming else None)
     weights = (
         balanced_class_weights(train_labels, len(data.class_names))
         if train_config.class_balance == "weights"
         else None
     )
-    trainer = Trainer(
-        model,
-        build_loss(config.model.output, weights, train_config.label_smoothing),
-        train_config,
-        run_dir,
-        dist,
-        seed=config.seed,
-        checkpoint_extra={
-            "config_yaml": config_yaml,
-            "class_names": data.class_names,
-            "weights_source": resume_state["weights_source"] if resume_state else model.weights_source,
-        },
-    )
-    fit = trainer.fit(
-        CropDataset(train_crops, train_labels, build_augmentation(config.data.augment)),
-        train_labels,
-        CropDataset(val_crops, val_labels) if len(val_crops) else None,
-        resume_state,
-    )
+    loss = build_loss(config.model.output, weights, train_config.label_smoothing)
+    network, optimizer, scheduler = prepare_network(model, train_config, dist)
+    hooks = ClassifierHooks(
+        model, network, loss, train_config, dist, seed=config.seed,
+        train_set=CropDataset(train_crops, train_labels, build_augmentation(config.data.augment)),
+        train_labels=train_labels, val_set=CropDataset(val_crops, val_labels) if len(val_crops) else None,
+        run_dir=run_dir,
+    )  # fmt: skip
+    loop = EpochLoop(
+        model, optimizer, train_config.epochs, run_dir,
+        identity={"recipe": config_yaml, "studies": splits.astype(str).to_numpy().tolist()},
+        scheduler=scheduler, scheduler_interval="epoch", log=tqdm.write, loss_key="train_loss",
+        best=BestEpoch(train_config.monitor, higher_is_better=train_config.monitor != "val_loss",
+                       path=run_dir / BEST, patience=train_config.early_stopping_patience),
+        global_rng=True, history_file=run_dir / HISTORY_FILE, is_main=dist.is_main,
+        extra={"config_yaml": config_yaml, "class_names": data.class_names,
+               "weights_source": model.weights_source},
+    )  # fmt: skip
+    fit = loop.run(hooks)
     if dist.is_main:
         summary = {
             "best_epoch": fit.best_epoch,
@@ -147,7 +136,7 @@ def _train(config: ExperimentConfig, run_dir: Path, dist: DistContext) -> TrainO
             "epochs_run": len(fit.history),
             "stopped_early": fit.stopped_early,
             "resumed_from_epoch": fit.resumed_from_epoch,
-            "weights_source": trainer.checkpoint_extra["weights_source"],
+            "weights_source": fit.extra["weights_source"],
             "counts": data.counts(),
             "class_names": data.class_names,
             "world_size": dist.world_size,
