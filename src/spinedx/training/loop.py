@@ -89,7 +89,7 @@ class BestEpoch:
     key: str
     higher_is_better: bool = True
     path: Path | None = None
-    """Where the best epoch's weights go (``model``, ``epoch`` and the loop's ``extra``), written atomically."""
+    """Where the best epoch's weights go (``model``, ``epoch`` and the loop's ``extra``), atomically."""
     patience: int = 0
     """Stop after this many epochs without improvement (0: never)."""
 

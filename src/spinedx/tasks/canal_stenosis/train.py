@@ -4,8 +4,9 @@ Training samples are the discs the bundled localiser finds (as analysis finds th
 the reference disc box whose centre it contains: stenosis when a stenosis box sits behind that disc
 (:mod:`spinedx.io.lumbar515`). Found discs that match no reference box are left out (unlabelled).
 
-``run_dir`` receives the cached samples and crops, ``cv/fold_<k>/{model.pt, fold.json}`` (each fold's deployable model and its
-held-out patients), ``cv/metrics.json`` (out-of-fold AUROC with 95% CIs over patients, beside the
+``run_dir`` receives the cached samples and crops, ``cv/fold_<k>/{model.pt, fold.json}`` (each
+fold's deployable model and its held-out patients, :mod:`spinedx.training.cross_validation`),
+``cv/metrics.json`` (out-of-fold AUROC with 95% CIs over patients, beside the
 level-only prior on the same discs), and the final ``canal_stenosis.pt`` with a Platt calibrator and
 operating point fitted on the out-of-fold predictions. A killed fold resumes from its last epoch.
 """
@@ -33,7 +34,8 @@ from spinedx.tasks.canal_stenosis.model import FORMAT, REGISTRY_NAME, CanalSteno
 from spinedx.tasks.canal_stenosis.network import StenosisNet, level_index, posterior_crops
 from spinedx.tasks.disc_localization.model import REGISTRY_NAME as LOCALIZER_NAME
 from spinedx.tasks.disc_localization.model import DiscLocalizer
-from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks, identity_digest
+from spinedx.training.cross_validation import Fold, cross_validate
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks, identity_digest, trained_weights
 
 logger = logging.getLogger(__name__)
 
@@ -182,34 +184,44 @@ def train_canal_stenosis(
     patients = np.asarray(samples["patient"])
     training = recipe.model_dump(mode="json", exclude={"threads", "bootstrap_resamples", "name", "version"})
     folds = patient_folds(patients, recipe.folds, recipe.seed, what="canal stenosis cross-validation")
-    out_of_fold = np.zeros(len(labels))
-    prior = np.zeros(len(labels))
-    for fold in range(recipe.folds):
-        train, test = folds != fold, folds == fold
-        fold_dir = run_dir / "cv" / f"fold_{fold}"
+
+    def train_fold(fold: Fold) -> dict:
+        train = fold.train
         identity = {
             "recipe": training,
-            "fold": fold,
-            "samples": int(train.sum()),
+            "fold": fold.index,
+            "samples": len(train),
             "positives": int(labels[train].sum()),
         }
-        model = _fit(
+        model = _fit(recipe, crops[train], levels[train], labels[train], fold.dir, identity,
+                     f"fold {fold.index + 1}/{recipe.folds} ")  # fmt: skip
+        # Fold models rank (their AUROC is what cross-validation reports); only the final model is calibrated.
+        _save(
+            model,
             recipe,
-            crops[train],
-            levels[train],
-            labels[train],
-            fold_dir,
-            identity,
-            f"fold {fold + 1}/{recipe.folds} ",
+            fold.dir / "model.pt",
+            PlattScaler(),
+            0.5,
+            {"fold": fold.index, "calibrated": False},
         )
-        out_of_fold[test] = _predict(model, crops[test], levels[test])
+        return {}
+
+    sample_ids = [
+        f"{image_id}:{label}"
+        for image_id, label in zip(samples["image_id"], samples["ivd_label"], strict=True)
+    ]
+    runs = cross_validate(folds, patients, sample_ids, run_dir / "cv", train_fold, n_folds=recipe.folds,
+                          identity={"recipe": training})  # fmt: skip
+    out_of_fold = np.zeros(len(labels))
+    prior = np.zeros(len(labels))
+    for run in runs:
+        train, test = folds != run.fold.index, folds == run.fold.index
+        # The network as trained (its last checkpoint), whether trained now or before.
+        model = StenosisNet(recipe.backbone)
+        model.load_state_dict(trained_weights(run.fold.dir))
+        out_of_fold[test] = _predict(model.eval(), crops[test], levels[test])
         rates = {level: labels[train & (levels == level)].mean() for level in np.unique(levels[train])}
         prior[test] = [rates.get(level, labels[train].mean()) for level in levels[test]]
-        # Fold models rank (their AUROC is what cross-validation reports); only the final model is calibrated.
-        _save(model, recipe, fold_dir / "model.pt", PlattScaler(), 0.5, {"fold": fold, "calibrated": False})
-        atomic_write_text(
-            fold_dir / "fold.json", json.dumps({"fold": fold, "test_patients": sorted(set(patients[test]))})
-        )
     calibration = PlattScaler.fit(out_of_fold, labels)
     calibrated = calibration.apply(out_of_fold)
     threshold = youden_threshold(labels, calibrated)

@@ -12,8 +12,9 @@ of a spider-sagittal folder and writes to ``out_dir``:
 ``oof_predictions.csv``
     one row per disc: identifiers, fold, grades, raw logits, calibrated and baseline probabilities.
 ``fold_k/``
-    per-epoch checkpoints (``last.pt``, written atomically) and ``predictions.npz`` once the fold
-    is done, so a killed run resumes where it stopped; ``disc_grader.pt``, the fold's deployable
+    the layout of :mod:`spinedx.training.cross_validation`: per-epoch checkpoints (``last.pt``,
+    written atomically) so a killed run resumes where it stopped, ``predictions.npz`` (held-out
+    logits) and ``fold.json`` once the fold is done, and ``disc_grader.pt``, the fold's deployable
     grader with its cross-fitted calibration (for end-to-end out-of-fold evaluation).
 
 Honesty rules: the test fold is never used for training, early stopping, calibration or
@@ -81,8 +82,8 @@ from spinedx.tasks.disc_grading.network import (
     pfirrmann_grade,
     view_crops,
 )
-from spinedx.training.checkpoints import LAST, load_checkpoint
-from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks
+from spinedx.training.cross_validation import Fold, cross_validate, natural_key
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks, trained_weights
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> Gr
         if not extra.empty:
             table = pd.concat([table, extra[table.columns]], ignore_index=True)
     if config.max_patients is not None:
-        keep = sorted(table["patient"].unique(), key=_natural)[: config.max_patients]
+        keep = sorted(table["patient"].unique(), key=natural_key)[: config.max_patients]
         table = table[table["patient"].isin(keep)].reset_index(drop=True)
     parts: list[np.ndarray] = []
     order: list[np.ndarray] = []
@@ -206,13 +207,9 @@ def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) ->
         if column not in rows.columns:
             rows[column] = np.nan
     rows = rows.astype({c: reference[c].dtype for c in reference.columns if c in ("patient", "image_id")})
-    order = rows["image_id"].map(_natural).tolist()
+    order = rows["image_id"].map(natural_key).tolist()
     rows = rows.iloc[sorted(range(len(rows)), key=lambda i: (order[i], -int(rows["ivd_label"].iloc[i])))]
     return rows[reference.columns].reset_index(drop=True)
-
-
-def _natural(value: str):
-    return (0, int(value), "") if str(value).isdigit() else (1, 0, str(value))
 
 
 def _reference_mask(table: pd.DataFrame) -> np.ndarray:
@@ -244,7 +241,7 @@ def patient_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
         if others["patient"].nunique() >= n_folds:
             folds[rest] = _grouped_folds(others, n_folds, seed)
         else:
-            names = sorted(others["patient"].astype(str).unique(), key=_natural)
+            names = sorted(others["patient"].astype(str).unique(), key=natural_key)
             rank = {name: i % n_folds for i, name in enumerate(names)}
             folds[rest] = others["patient"].astype(str).map(rank).to_numpy()
     return folds
@@ -545,49 +542,31 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
         "pfirrmann": np.zeros((n, len(PFIRRMANN_GRADES) - 1)),
         "modic": np.zeros((n, len(MODIC_GRADES))),
     }
+    discs = [
+        f"{image_id}:{label}" for image_id, label in zip(table["image_id"], table["ivd_label"], strict=True)
+    ]
+
+    def train_fold(fold: Fold) -> dict:
+        began = time.perf_counter()
+        train = table.iloc[fold.train].reset_index(drop=True)
+        model, fit = fit_grader(config, data.crops[fold.train], train, fold.dir,
+                                seed=config.seed * 1000 + fold.index, log_prefix=f"fold {fold.index}: ")  # fmt: skip
+        train_seconds = time.perf_counter() - began
+        predicted = predict_logits(
+            model, data.crops[fold.test], table["ivd_label"].iloc[fold.test], config.crop_size
+        )
+        _save_npz(fold.dir / FOLD_PREDICTIONS, **predicted)
+        return {"train_seconds": train_seconds, "resumed_from_epoch": fit["resumed_from_epoch"],
+                "history": fit["history"]}  # fmt: skip
+
+    runs = cross_validate(folds, table["patient"], discs, out_dir, train_fold, n_folds=config.folds,
+                          identity={"recipe": config.fingerprint()})  # fmt: skip
     fold_info = []
-    fingerprint = config.fingerprint()
-    for k in range(config.folds):
-        test = np.flatnonzero(folds == k)
-        train = np.flatnonzero(folds != k)
-        fold_dir = out_dir / f"fold_{k}"
-        done = fold_dir / FOLD_PREDICTIONS
-        info_path = fold_dir / "fold.json"
-        cached = None
-        if done.is_file() and info_path.is_file():
-            info = json.loads(info_path.read_text())
-            if info.get("fingerprint") == fingerprint and info.get("test_rows") == test.tolist():
-                cached = np.load(done)
-        if cached is None:
-            began = time.perf_counter()
-            model, fit = fit_grader(
-                config,
-                data.crops[train],
-                table.iloc[train].reset_index(drop=True),
-                fold_dir,
-                seed=config.seed * 1000 + k,
-                log_prefix=f"fold {k}: ",
-            )
-            train_seconds = time.perf_counter() - began
-            predicted = predict_logits(
-                model, data.crops[test], table["ivd_label"].iloc[test], config.crop_size
-            )
-            info = {
-                "fold": k,
-                "fingerprint": fingerprint,
-                "test_rows": test.tolist(),
-                "n_train": len(train),
-                "n_test": len(test),
-                "test_patients": sorted(set(table["patient"].iloc[test]), key=_natural),
-                "train_seconds": train_seconds,
-                "resumed_from_epoch": fit["resumed_from_epoch"],
-                "history": fit["history"],
-            }
-            _save_npz(done, **predicted)
-            atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
-            cached = predicted
+    for run in runs:
+        cached = np.load(run.fold.dir / FOLD_PREDICTIONS)
         for key in logits:
-            logits[key][test] = cached[key]
+            logits[key][run.fold.test] = cached[key]
+        info = run.info
         fold_info.append({key: info[key] for key in ("fold", "n_train", "n_test", "train_seconds")})
         fold_info[-1]["n_test_patients"] = len(info["test_patients"])
         fold_info[-1]["seconds_per_epoch"] = float(np.mean([h["seconds"] for h in info["history"]]))
@@ -599,22 +578,16 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
     baseline = {key: np.zeros_like(value) for key, value in raw.items()}
     baseline_thresholds = np.zeros((n, len(BINARY_TASKS)))
     targets = _targets(table)
-    for k in range(config.folds):
-        test = folds == k
+    for run in runs:
+        test = folds == run.fold.index
         train = ~test
         calibration = fit_calibration({key: v[train] for key, v in logits.items()}, table[train])
         probs = apply_calibration({key: v[test] for key, v in logits.items()}, calibration)
         for key in calibrated:
             calibrated[key][test] = probs[key]
         thresholds[test] = [calibration["thresholds"][task] for task in BINARY_TASKS]
-        fold_dir = out_dir / f"fold_{k}"
-        _save_grader(
-            fold_dir / GRADER_NAME,
-            config,
-            load_checkpoint(fold_dir / LAST)["model"],
-            calibration,
-            {"fold": k, "test_patients": json.loads((fold_dir / "fold.json").read_text())["test_patients"]},
-        )
+        _save_grader(run.fold.dir / GRADER_NAME, config, trained_weights(run.fold.dir), calibration,
+                     {"fold": run.fold.index, "test_patients": run.info["test_patients"]})  # fmt: skip
         base_test = level_baseline(table[train], table[test])
         base_train = level_baseline(table[train], table[train])
         for key in baseline:

@@ -8,11 +8,12 @@ calibrates its boxes on its own training images, and detects discs on the held-o
 accuracy of matched discs, each with a 95% bootstrap interval over patients. It then trains the
 final model on all series and writes ``disc_localizer.pt`` (:func:`train_localizer`).
 
-Every epoch ends with an atomic checkpoint (``fold_k/last.pt``, ``final/last.pt``); a finished
-fold leaves ``fold_k/result.json`` (per-image detections and counts) and its deployable model
-``fold_k/disc_localizer.pt``. Running the same call again
-on the same ``out_dir`` resumes where training stopped (finished folds are only re-evaluated); a
-different config on a used ``out_dir`` is refused.
+The folds follow :mod:`spinedx.training.cross_validation`: every epoch ends with an atomic
+checkpoint (``fold_k/last.pt``, ``final/last.pt``); a finished fold leaves ``fold_k/fold.json``,
+``fold_k/result.json`` (per-image detections and counts) and its deployable model
+``fold_k/disc_localizer.pt``. Running the same call again on the same ``out_dir`` resumes where
+training stopped (finished folds are only re-evaluated); a different config on a used ``out_dir``
+is refused.
 
 Example::
 
@@ -47,7 +48,8 @@ from spinedx.io.volumes import read_sagittal
 from spinedx.tasks.disc_localization.config import LocalizerConfig
 from spinedx.tasks.disc_localization.model import DiscLocalizer, LocalizerSettings
 from spinedx.tasks.disc_localization.network import build_disc_localizer, render_targets
-from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks
+from spinedx.training.cross_validation import Fold, cross_validate
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks, trained_weights
 
 WEIGHTS_NAME = "disc_localizer.pt"
 METRICS_NAME = "cv_metrics.json"
@@ -365,37 +367,46 @@ def cross_validate_localizer(
     assigned = patient_folds(
         [r.patient for r in records], config.folds, config.seed, what=str(config.data_root)
     )
+
+    def train_fold(fold: Fold) -> dict:
+        train = [records[i] for i in fold.train]
+        _, seconds = _fit(_prepare(train + synthetic, config.image_size), config, fold.dir, log)
+        return {"train_images": len(train) + len(synthetic), "train_seconds": round(seconds, 1)}
+
+    identity = {"recipe": _config_hash(config), "synthetic": [r.image_id for r in synthetic]}
+    runs = cross_validate(assigned, [r.patient for r in records], [r.image_id for r in records], out_dir,
+                          train_fold, n_folds=config.folds, identity=identity)  # fmt: skip
     folds, all_rows = [], []
-    for k in range(config.folds):
-        train_idx, test_idx = np.flatnonzero(assigned != k), np.flatnonzero(assigned == k)
-        fold_dir = out_dir / f"fold_{k}"
-        train = [records[i] for i in train_idx]
-        test = [records[i] for i in test_idx]
-        # A finished fold only reloads its weights; evaluation always reruns (seconds), so the
-        # figures follow the current post-processing code.
-        model, seconds = _fit(_prepare(train + synthetic, config.image_size), config, fold_dir, log)
-        localizer = _localizer(model, config, train)
+    for run in runs:
+        fold = run.fold
+        train = [records[i] for i in fold.train]
+        test = [records[i] for i in fold.test]
+        # Evaluation always reruns (seconds), so the figures follow the current post-processing code;
+        # the network is the fold's as trained (its last checkpoint, full precision).
+        model = build_disc_localizer(config.channels, config.num_res_units)
+        model.load_state_dict(trained_weights(fold.dir))
+        localizer = _localizer(model.eval(), config, train)
         # The fold's deployable model lets `spinedx evaluate-discs --cv-run` score every patient
         # end to end with a localiser that never saw them.
-        localizer.save(fold_dir / WEIGHTS_NAME)
+        localizer.save(fold.dir / WEIGHTS_NAME)
         result = {
-            "fold": k,
-            "train_images": len(train) + len(synthetic),
+            "fold": fold.index,
+            "train_images": run.info["train_images"],
             "test_images": len(test),
-            "test_patients": sorted({r.patient for r in test}),
-            "train_seconds": round(seconds, 1),
+            "test_patients": fold.test_patients,
+            "train_seconds": run.info["train_seconds"],
             "calibration": localizer.calibration.as_dict(),
             "images": _evaluate(localizer, test, config.iou_threshold),
         }
-        atomic_write_text(fold_dir / "result.json", json.dumps(result, indent=1) + "\n")
+        atomic_write_text(fold.dir / "result.json", json.dumps(result, indent=1) + "\n")
         summary = summarize(result["images"], config.bootstrap_resamples, config.seed)
         log(
-            f"fold {k}: recall {summary['recall']['estimate']:.3f} precision "
+            f"fold {fold.index}: recall {summary['recall']['estimate']:.3f} precision "
             f"{summary['precision']['estimate']:.3f} level acc {summary['level_accuracy']['estimate']:.3f}"
         )
         folds.append(
             {
-                "fold": k,
+                "fold": fold.index,
                 "train_images": result["train_images"],
                 "train_seconds": result["train_seconds"],
                 "calibration": result["calibration"],

@@ -13,8 +13,9 @@ patients, trains one model per fold and segments its held-out images; ``cv/metri
 Partially labelled sources (:class:`PartialLabelLoss`): for an image whose mask does not label the
 classes U, a pixel labelled background is supervised as "background or any class in U" (the log of
 the summed probabilities), and Dice terms are computed only for the labelled foreground classes.
-A finished fold leaves ``cv/fold_k/spine_segmenter.pt`` and is not retrained when the call is
-repeated on the same folder.
+A finished fold leaves ``cv/fold_k/{spine_segmenter.pt, fold.json}``
+(:mod:`spinedx.training.cross_validation`) and is not retrained when the call is repeated on the
+same folder.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from spinedx.tasks.spine_seg.network import (
     save_segmenter,
     segment_pixels,
 )
-from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks
+from spinedx.training.cross_validation import Fold
+from spinedx.training.cross_validation import cross_validate as run_folds
+from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks, trained_weights
 
 CERTAIN_BACKGROUND = 254
 """Training target value: background that is known even where the mask leaves classes unlabelled."""
@@ -242,23 +245,29 @@ def cross_validate(recipe: SpineSegRecipe, run_dir: Path, log: Callable[[str], N
 
     ``only_folds``: train and score just these folds (quick comparisons of recipes)."""
     from spinedx.tasks.spine_seg.evaluate import score_and_report
-    from spinedx.tasks.spine_seg.network import load_segmenter
 
     run_dir = Path(run_dir)
     samples = real_samples(recipe)
     synthetic = _synthetic(recipe, run_dir / "synth-train", recipe.synthetic_patients, recipe.seed + 1)
     folds = patient_folds(samples, recipe.folds, recipe.seed)
+
+    def train_fold(fold: Fold) -> dict:
+        train = [samples[i] for i in fold.train] + synthetic
+        log(f"fold {fold.index}: training on {len(train)} images ({len(synthetic)} synthetic)")
+        model = fit(train, recipe, lambda line: log(f"fold {fold.index}: {line}"), fold.dir)
+        save_segmenter(fold.dir / WEIGHTS_NAME, model, _settings(recipe), {"fold": fold.index})
+        return {"n_synthetic": len(synthetic)}
+
+    identity = {"recipe": recipe.model_dump(mode="json"), "synthetic": [s.image_id for s in synthetic]}
+    runs = run_folds(folds, [s.group for s in samples], [s.image_id for s in samples], run_dir / "cv",
+                     train_fold, n_folds=recipe.folds, identity=identity, only=only_folds)  # fmt: skip
     predictions: list[np.ndarray | None] = [None] * len(samples)
-    for k in range(recipe.folds) if only_folds is None else only_folds:
-        weights = run_dir / "cv" / f"fold_{k}" / WEIGHTS_NAME
-        if weights.is_file():
-            model, _ = load_segmenter(weights)
-        else:
-            train = [s for s, f in zip(samples, folds, strict=True) if f != k] + synthetic
-            log(f"fold {k}: training on {len(train)} images ({len(synthetic)} synthetic)")
-            model = fit(train, recipe, lambda line, k=k: log(f"fold {k}: {line}"), weights.parent)
-            save_segmenter(weights, model, _settings(recipe), {"fold": k})
-        for i in np.flatnonzero(folds == k):
+    for run in runs:
+        # The network as trained (its last checkpoint, full precision), whether trained now or before.
+        model = build_spine_segmenter(recipe.channels, recipe.num_res_units)
+        model.load_state_dict(trained_weights(run.fold.dir))
+        model.eval()
+        for i in run.fold.test:
             predictions[i] = segment_pixels(model, samples[i].pixels, recipe.image_size)
     scored = [i for i, p in enumerate(predictions) if p is not None]
     outcome = score_and_report([samples[i] for i in scored], [predictions[i] for i in scored], run_dir / "cv",
