@@ -3,15 +3,16 @@
 >>> from spinedx import api
 >>> api.synth_xray("data/synth-xray", n_images=300)
 >>> paths = api.train("configs/xray_lesions.yaml", "runs/xray", overrides=["train.epochs=5"])
->>> api.evaluate(paths["run"]).metrics["macro_avg"]["f1"]
+>>> api.evaluate(paths["run"]).metrics["macro_avg"]["f1"]  # any task's run folder
 >>> api.predict(paths["run"], ["image.png"]).records
 >>> [result.findings for result in api.analyze(["slice.png"], "out", task="mri-discs")]
 >>> api.evaluate_discs("../shared/data/spider-sagittal", "runs/eval", cv_run="runs/spider_discs").metrics
 >>> [task["name"] for task in api.tasks()]
 
 Every recipe trains through :func:`train` (the recipe's ``task`` key picks the schema and the
-trainer from :mod:`spinedx.tasks`); each task's evaluation has its own function because each
-scores something different (a run's held-out studies, a study folder end to end, masks).
+trainer from :mod:`spinedx.tasks`) and every run folder is scored by :func:`evaluate` (the task
+recorded with the run picks the evaluator); :func:`evaluate_discs` and :func:`evaluate_seg` score
+the bundled models, or a given one, on a data folder.
 Modules are imported when a function runs, so ``import spinedx.api`` stays cheap.
 """
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from spinedx.dicom.pacs import PacsListener, SendReport
     from spinedx.pipelines.analyze import AnalyzedInput
     from spinedx.pipelines.mri_discs.evaluate import DiscEvaluation
+    from spinedx.tasks.canal_stenosis.evaluate import StenosisEvaluation
     from spinedx.tasks.spine_seg.evaluate import SegEvaluation
     from spinedx.tasks.xray_lesions.evaluate import EvaluationOutcome
     from spinedx.tasks.xray_lesions.predict import Predictions
@@ -105,21 +107,23 @@ def train(config: str | Path, run_dir: str | Path | None = None, overrides: list
     return trainer(recipe, target, register_into=BUNDLED_DIR if bundle else None)
 
 
-def evaluate(run_dir: str | Path, csv: str | Path | None = None, images: str | Path | None = None,
-             out_dir: str | Path | None = None, n_resamples: int = 1000) -> EvaluationOutcome:  # fmt: skip
-    """A radiograph classifier run scored on its held-out test studies (or on ``csv``/``images``)."""
-    from spinedx.tasks.xray_lesions.evaluate import evaluate_run
+def evaluate(run_dir: str | Path, data: str | Path | None = None, images: str | Path | None = None,
+             out_dir: str | Path | None = None, n_resamples: int = 1000,
+             ) -> EvaluationOutcome | DiscEvaluation | SegEvaluation | StenosisEvaluation:  # fmt: skip
+    """A training run folder of any task scored by its task's evaluator (``.metrics``, ``.metrics_path``,
+    ``.report_path``): xray-lesions on its held-out test studies (or ``data`` CSV + ``images``),
+    mri-discs end to end with its fold models (on ``data`` or its recipe's folder), spine-seg on
+    ``data`` (or its cross-validation figures), canal-stenosis its cross-validation figures."""
+    from spinedx.tasks import DEFAULT_RECIPE_TASK, get_task
+    from spinedx.training.run_info import recorded_recipe
 
     _check_resamples(n_resamples)
     if out_dir is not None:
         check_output_location(Path(out_dir))
-    return evaluate_run(
-        Path(run_dir),
-        csv=Path(csv) if csv else None,
-        images=Path(images) if images else None,
-        out_dir=Path(out_dir) if out_dir else None,
-        n_resamples=n_resamples,
-    )
+    task = get_task(recorded_recipe(Path(run_dir)).get("task", DEFAULT_RECIPE_TASK))
+    return task.load("evaluate")(Path(run_dir), data=Path(data) if data else None,
+                                 images=Path(images) if images else None,
+                                 out_dir=Path(out_dir) if out_dir else None, n_resamples=n_resamples)  # fmt: skip
 
 
 def predict(

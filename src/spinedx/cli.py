@@ -119,19 +119,31 @@ def train(
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="a training run folder")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="a training run folder (`spinedx train --out`) of any task")
+    ],
     data: Annotated[
-        Path | None, typer.Option(help="annotation CSV to evaluate on (default: the run's test studies)")
+        Path | None,
+        typer.Option(
+            help="xray-lesions: annotation CSV (default: the run's test studies); mri-discs: a spider-sagittal "
+            "folder (default: the recipe's); spine-seg: a folder with images/ and masks/ (default: the run's "
+            "cross-validation figures)"
+        ),
     ] = None,
-    images: Annotated[Path | None, typer.Option(help="image folder for --data")] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder (default: the run folder)")] = None,
+    images: Annotated[Path | None, typer.Option(help="xray-lesions: image folder for --data")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="output folder (default: the run folder; mri-discs and spine-seg: RUN/evaluation)"),
+    ] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% CIs")] = 1000,
 ) -> None:
-    """Metrics with 95% bootstrap CIs (metrics.json) and a self-contained report.html."""
-    outcome = api.evaluate(run_dir, csv=data, images=images, out_dir=out, n_resamples=bootstrap)
-    metrics = outcome.metrics
-    typer.echo(metrics["classification_report_text"])
-    typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
+    """Score a training run with its task's evaluator: metrics.json with 95% bootstrap CIs and a report.html."""
+    outcome = api.evaluate(run_dir, data=data, images=images, out_dir=out, n_resamples=bootstrap)
+    if "classification_report_text" in outcome.metrics:
+        typer.echo(outcome.metrics["classification_report_text"])
+    typer.echo(f"metrics: {outcome.metrics_path}")
+    if outcome.report_path is not None:
+        typer.echo(f"report: {outcome.report_path}")
 
 
 @app.command()

@@ -45,7 +45,9 @@ class Task:
     train: str | None = None
     """``module:function(recipe, run_dir, *, register_into=None) -> {name: path}``."""
     evaluate: str | None = None
-    """``module:function`` scoring a trained model (the CLI command says which one)."""
+    """``module:function(run_dir, *, data=None, images=None, out_dir=None, n_resamples=1000)`` scoring a
+    training run folder of this task (``spinedx evaluate RUN``); returns ``.metrics``, ``.metrics_path``
+    and ``.report_path``."""
     bundled: tuple[BundledModel, ...] = ()
     card: Path | None = None
     trained_by: str | None = None
@@ -109,7 +111,7 @@ TASKS: tuple[Task, ...] = (
         ),
         recipe="spinedx.tasks.mri_discs.config:MriDiscsRecipe",
         train="spinedx.tasks.mri_discs.train:train_mri_discs",
-        evaluate="spinedx.pipelines.mri_discs.evaluate:evaluate_discs",
+        evaluate="spinedx.pipelines.mri_discs.evaluate:evaluate_run",
         card=MRI_DISCS_CARD,
         analyzer="spinedx.pipelines.mri_discs.pipeline:MriDiscPipeline",
         modalities=("MR",),
@@ -144,7 +146,7 @@ TASKS: tuple[Task, ...] = (
         findings=("stenosis",),
         recipe="spinedx.tasks.canal_stenosis.config:CanalStenosisRecipe",
         train="spinedx.tasks.canal_stenosis.train:train_canal_stenosis",
-        evaluate="spinedx.pipelines.mri_discs.evaluate:evaluate_discs",
+        evaluate="spinedx.tasks.canal_stenosis.evaluate:evaluate_run",
         bundled=(BundledModel("canal_stenosis", "spinedx.canal_stenosis/1"),),
         card=MRI_DISCS_CARD,
     ),
@@ -154,7 +156,7 @@ TASKS: tuple[Task, ...] = (
         findings=("background", "vertebra", "disc", "canal"),
         recipe="spinedx.tasks.spine_seg.config:SpineSegRecipe",
         train="spinedx.tasks.spine_seg.train:train_spine_seg",
-        evaluate="spinedx.tasks.spine_seg.evaluate:evaluate_segmenter",
+        evaluate="spinedx.tasks.spine_seg.evaluate:evaluate_run",
         bundled=(BundledModel("spine_segmenter", "spinedx.spine_segmenter/1"),),
         card=TASKS_DIR / "spine_seg" / "MODEL_CARD.md",
     ),

@@ -208,3 +208,19 @@ def evaluate_discs(data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | N
             failures.append((f"{row.image_id}: {row.n_matched}/{row.n_ref} discs found", buffer.getvalue()))
     report_path = write_disc_evaluation_report(out_dir / "report.html", metrics, graded, figures, failures)
     return DiscEvaluation(metrics, metrics_path, report_path)
+
+
+def evaluate_run(run_dir: Path, *, data: Path | None = None, images: Path | None = None,
+                 out_dir: Path | None = None, n_resamples: int = 1000) -> DiscEvaluation:  # fmt: skip
+    """``spinedx evaluate RUN`` of an mri-discs run: :func:`evaluate_discs` with the run's fold models
+    (``cv_run``, every patient analysed by models that never saw it), on ``data`` or else the
+    spider-sagittal folder its recipe trained on, into ``out_dir`` (default ``RUN/evaluation``)."""
+    from spinedx.training.run_info import recorded_recipe
+
+    run_dir = Path(run_dir)
+    if images is not None:
+        raise InputError("--images: an mri-discs run is scored on --data, a spider-sagittal folder")
+    if data is None:
+        data = Path(recorded_recipe(run_dir)["grader"]["data_root"])
+    return evaluate_discs(Path(data), Path(out_dir or run_dir / "evaluation"), n_resamples=n_resamples,
+                          cv_run=run_dir)  # fmt: skip

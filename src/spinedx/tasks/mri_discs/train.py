@@ -4,8 +4,10 @@ check; all registered as bundled weights with ``--bundle``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from spinedx.io.atomic import atomic_write_text
 from spinedx.models.registry import bundle_model
 from spinedx.tasks.disc_grading.model import DiscGrader
 from spinedx.tasks.disc_grading.train import cross_validate_grader, train_grader
@@ -21,6 +23,9 @@ def train_mri_discs(
 ) -> dict[str, Path]:
     """Cross-validate and train both models into ``run_dir``; optionally register them as bundled weights."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # `spinedx evaluate RUN_DIR` reads the task and the data from it.
+    atomic_write_text(run_dir / "recipe.json", json.dumps(recipe.model_dump(mode="json"), indent=2))
     cross_validate_localizer(recipe.localizer, run_dir / "localizer_cv", train_final=False)
     train_localizer(recipe.localizer, run_dir / "localizer")
     localizer_path = run_dir / "localizer" / "disc_localizer.pt"

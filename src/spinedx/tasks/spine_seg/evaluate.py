@@ -1,4 +1,5 @@
-"""``spinedx evaluate-seg``: a spine segmenter scored on a folder of images and masks.
+"""``spinedx evaluate-seg``: a spine segmenter scored on a folder of images and masks
+(``spinedx evaluate RUN`` of a spine-seg run: :func:`evaluate_run`).
 
 The model is a training run folder (its ``spine_segmenter.pt``), a weight file, or ``bundled``.
 The data is any folder :func:`spinedx.tasks.spine_seg.data.load_seg_source` reads; each image is scored
@@ -103,3 +104,22 @@ def evaluate_segmenter(
     samples = load_seg_source(data)
     predictions = [segment_pixels(network, s.pixels, settings["input_size"]) for s in samples]
     return score_and_report(samples, predictions, out_dir, n_resamples, title=f"{weights} on {data}")
+
+
+def evaluate_run(run_dir: Path, *, data: Path | None = None, images: Path | None = None,
+                 out_dir: Path | None = None, n_resamples: int = 1000) -> SegEvaluation:  # fmt: skip
+    """A spine-seg training run scored: its final model on ``data`` (an image/mask folder) into
+    ``out_dir`` (default ``RUN/evaluation``); without ``data``, the run's cross-validation figures
+    (held-out patients) as training wrote them (``RUN/cv/metrics.json`` and ``report.html``)."""
+    run_dir = Path(run_dir)
+    if images is not None:
+        raise InputError("--images: a spine-seg run is scored on --data, a folder with images/ and masks/")
+    if data is not None:
+        return evaluate_segmenter(run_dir, Path(data), Path(out_dir or run_dir / "evaluation"), n_resamples)
+    metrics_path = run_dir / "cv" / "metrics.json"
+    if not metrics_path.is_file():
+        raise InputError(
+            f"{metrics_path}: missing (a recipe without real sources has no cross-validation); "
+            "give --data, a folder with images/ and masks/"
+        )
+    return SegEvaluation(json.loads(metrics_path.read_text()), metrics_path, run_dir / "cv" / "report.html")

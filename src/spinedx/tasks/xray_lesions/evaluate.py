@@ -55,42 +55,43 @@ def _sample_indices(correct: np.ndarray, seed: int) -> np.ndarray:
 def evaluate_run(
     run_dir: Path,
     *,
-    csv: Path | None = None,
+    data: Path | None = None,
     images: Path | None = None,
     out_dir: Path | None = None,
     n_resamples: int = 1000,
 ) -> EvaluationOutcome:
-    """Metrics with bootstrap CIs (resampled by study) and a self-contained report.html.
+    """Metrics with bootstrap CIs (resampled by study) and a self-contained report.html (in ``out_dir``,
+    default the run folder).
 
-    Without ``csv`` the run's own test studies are used (see ``splits.csv``); with ``csv`` and
-    ``images`` every crop of that dataset is evaluated.
+    Without ``data`` the run's own test studies are used (see ``splits.csv``); with ``data`` (an
+    annotation CSV) and ``images`` every crop of that dataset is evaluated.
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir or run_dir)
     classifier = TrainedClassifier.load(run_dir)
     data_config = classifier.config.data
     group_by = data_config.split.group_by
-    if (csv is None) != (images is None):
+    if (data is None) != (images is None):
         raise InputError("--data and --images go together: give both or neither")
-    crop_set = load_labelled_crops(data_config, csv, images)
-    if csv is None:
+    crop_set = load_labelled_crops(data_config, data, images)
+    if data is None:
         splits_path = run_dir / SPLITS_FILE
         if not splits_path.is_file():
             raise InputError(f"{splits_path}: missing; cannot tell which studies were held out")
-        data = restrict_to_studies(
+        held_out = restrict_to_studies(
             crop_set, classifier.class_names, pd.read_csv(splits_path, dtype=str), "test", group_by
         )
         dataset_name = f"{data_config.csv} (held-out test studies)"
     else:
         rows = crop_set.rows.assign(split="test")
-        data = RoiData(crop_set.crops, rows, classifier.class_names, crop_set.skipped)
-        dataset_name = str(csv)
-    if len(data.crops) == 0:
+        held_out = RoiData(crop_set.crops, rows, classifier.class_names, crop_set.skipped)
+        dataset_name = str(data)
+    if len(held_out.crops) == 0:
         raise InputError(f"{dataset_name}: no crops to evaluate")
 
-    probabilities = classifier.predict_crops(data.crops)
-    labels = data.rows["label"].to_numpy()
-    groups = data.rows[group_by].astype(str).to_numpy()
+    probabilities = classifier.predict_crops(held_out.crops)
+    labels = held_out.rows["label"].to_numpy()
+    groups = held_out.rows[group_by].astype(str).to_numpy()
     metrics = classification_metrics(
         labels,
         probabilities,
@@ -99,7 +100,7 @@ def evaluate_run(
         n_resamples=n_resamples,
         seed=classifier.config.seed,
     )
-    metrics["skipped_images"] = data.skipped
+    metrics["skipped_images"] = held_out.skipped
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False))
@@ -112,9 +113,9 @@ def evaluate_run(
         "training_curves": plot_training_curves(_read_json(run_dir / "history.json", [])),
         "confusion_matrix": plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names),
         "roc_curves": plot_roc_curves(labels, probabilities, names),
-        "class_counts": plot_class_counts(summary.get("counts") or data.counts()),
+        "class_counts": plot_class_counts(summary.get("counts") or held_out.counts()),
         "sample_predictions": plot_sample_predictions(
-            [data.crops[i] for i in samples],
+            [held_out.crops[i] for i in samples],
             [names[labels[i]] for i in samples],
             [names[predictions[i]] for i in samples],
             [float(probabilities[i, predictions[i]]) for i in samples],
