@@ -92,10 +92,8 @@ def test_mri_discs_run_is_scored_end_to_end_with_its_fold_models(tiny_spider, tm
     assert outcome.metrics["localisation"]["n_series"] == 8
 
 
-def test_a_folder_without_a_recorded_recipe_is_one_line_exit_2(tmp_path):
+def test_a_folder_without_a_recorded_recipe_is_read_as_a_radiograph_run(tmp_path):
     result = subprocess.run([sys.executable, "-m", "spinedx", "evaluate", str(tmp_path)], capture_output=True,
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path}: no recipe.json or config.yaml: not a spinedx training run folder"
-    ]
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'best.pt'}: checkpoint file not found"]
