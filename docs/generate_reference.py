@@ -303,7 +303,7 @@ def tasks_page() -> str:
     for task in described:
         trained = f"`spinedx train` (recipe `task: {task['trained_by']}`)" if task["trained_by"] else ""
         bundled = ", ".join(f"`{model.get('file', model['name'])}`" for model in task["bundled"])
-        card = task["model_card"]
+        card = task["model_card"] and f"src/{task['model_card']}"  # the registry's paths start below src/
         if card and (REPO / card).is_file():
             card_cell = f"[{card}](../../{card})"
         elif card:
