@@ -36,6 +36,9 @@ SEG_LABELS: dict[int, str] = {0: "background", 1: "vertebra", 2: "disc", 3: "spi
 BACKGROUND, VERTEBRA, DISC, CANAL = 0, 1, 2, 3
 IGNORE = 255
 LABELS_FILE = "labels.json"
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the PNGs analysis writes: about 4x faster to encode than Pillow's default (6) for
+files about 15% larger, the same pixels."""
 
 MRI_SEG_SMALL_MAPPING: dict[int, int] = {0: BACKGROUND, 1: DISC, 2: VERTEBRA}
 """mri-seg-small's mask values → spinedx classes."""
@@ -174,7 +177,9 @@ def write_label_table(path: str | Path) -> Path:
 def write_label_png(path: str | Path, labels: np.ndarray) -> Path:
     """8-bit greyscale PNG whose pixel values are the classes of :data:`SEG_LABELS`."""
     with atomic_path(path) as temporary:
-        Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="L").save(temporary, format="PNG")
+        Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="L").save(
+            temporary, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+        )
     return Path(path)
 
 

@@ -27,7 +27,7 @@ from spinedx.errors import InputError
 from spinedx.io.atomic import atomic_write_bytes
 from spinedx.io.findings import Evidence, Findings, write_findings
 from spinedx.io.limits import MIN_SPINE_SIDE
-from spinedx.io.masks import write_label_nifti, write_label_png, write_label_table
+from spinedx.io.masks import PNG_COMPRESS_LEVEL, write_label_nifti, write_label_png, write_label_table
 from spinedx.io.output_location import atomic_directory, unique_output_names
 from spinedx.io.volumes import SagittalSlice, read_sagittal
 from spinedx.pipelines.mri_discs.pipeline import Analysis, MriDiscPipeline
@@ -118,7 +118,7 @@ def _write_result(folder: Path, analysis: Analysis, image: SagittalSlice) -> Non
 
 def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 import spinedx
 from spinedx.io.findings import Disc, DiscGrades, DiscMeasurements, Findings, InputInfo, ModelInfo
@@ -75,18 +76,22 @@ class MriDiscPipeline:
         localizer_weights = resolve_weights(LOCALIZER_NAME)
         grader_weights = resolve_weights(GRADER_NAME)
         version = f"{spinedx.__version__}+loc.{localizer_weights.version}.grade.{grader_weights.version}"
+        # Each file is resolved (and its sha256 checked) once: hashing is a visible part of a cold start.
         segmenter = None
         if has_weights(SEGMENTER_NAME):
-            segmenter = SpineSegmenter.bundled()
-            version += f".seg.{segmenter.version}"
+            weights = resolve_weights(SEGMENTER_NAME)
+            segmenter = SpineSegmenter.load(weights.path, weights.version)
+            version += f".seg.{weights.version}"
         input_check = None
         if has_weights(INPUT_CHECK_NAME):
-            input_check = InputCheck.bundled()
-            version += f".check.{resolve_weights(INPUT_CHECK_NAME).version}"
+            weights = resolve_weights(INPUT_CHECK_NAME)
+            input_check = InputCheck.load(weights.path)
+            version += f".check.{weights.version}"
         stenosis = None
         if has_weights(STENOSIS_NAME):
-            stenosis = CanalStenosis.bundled()
-            version += f".sten.{resolve_weights(STENOSIS_NAME).version}"
+            weights = resolve_weights(STENOSIS_NAME)
+            stenosis = CanalStenosis.load(weights.path)
+            version += f".sten.{weights.version}"
         return cls(
             DiscLocalizer.load(localizer_weights.path),
             DiscGrader.load(grader_weights.path),
@@ -104,6 +109,10 @@ class MriDiscPipeline:
         """The findings alone (no heatmaps: what evaluation needs)."""
         return self.analyze_in_full(image, image_id, evidence=False).findings
 
+    # The traced programs run as recorded: TorchScript's optimising executor would profile and
+    # recompile each program on its first calls, which costs a cold start more than it ever saves
+    # on a slice (one or two calls per network) and leaves the outputs as they are.
+    @torch.jit.optimized_execution(False)
     def analyze_in_full(self, image: SagittalSlice, image_id: str, *, evidence: bool = True) -> Analysis:
         """Findings, the label map they used and (with ``evidence``) one heatmap per disc."""
         started = time.perf_counter()
