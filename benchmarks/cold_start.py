@@ -1,6 +1,6 @@
 """Cold start of `spinedx analyze` on one slice, this checkout against an earlier commit, in one run.
 
-    python benchmarks/cold_start.py [--rounds 5] [--baseline 6b6655a] [--image PATH] [--threads 2]
+    python benchmarks/cold_start.py [--rounds 5] [--baseline 25de979] [--image PATH] [--threads 2]
 
 Each round runs, in fresh processes and alternating, ``python -m spinedx analyze IMAGE --task
 mri-discs --out DIR`` with this checkout's package and with the baseline commit's package (checked
@@ -65,7 +65,11 @@ def _in_process_seconds(image: Path, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--baseline", default="6b6655a", help="git commit of the layout to compare with")
+    parser.add_argument(
+        "--baseline",
+        default="25de979",
+        help="git commit to compare with (default: before the cold-start work)",
+    )
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
