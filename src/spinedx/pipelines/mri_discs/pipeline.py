@@ -110,7 +110,7 @@ class MriDiscPipeline:
         return self.analyze_in_full(image, image_id, evidence=False).findings
 
     # The traced programs run as recorded: TorchScript's optimising executor profiles and recompiles
-    # each program on its first calls, ~0.4 s of a one-slice run, to save ~0.02 s a slice afterwards.
+    # each program on its first calls, ~0.35 s of a one-slice run, to save ~0.02 s a slice afterwards.
     # Findings and heatmaps are the same either way.
     @torch.jit.optimized_execution(False)
     def analyze_in_full(self, image: SagittalSlice, image_id: str, *, evidence: bool = True) -> Analysis:
