@@ -5,6 +5,7 @@ Every user-fixable problem surfaces as ``error: <message>`` on stderr with exit 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -482,3 +483,7 @@ def main() -> None:
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    finally:
+        # The collection at interpreter exit walks every object torch created (~0.4 s of a one-slice
+        # analyze); they are about to be freed with the process anyway.
+        gc.freeze()

@@ -139,7 +139,11 @@ class MriDiscPipeline:
             else:
                 boxes = [detection.box for detection in detections]
                 labels = [detection.ivd_label for detection in detections]
-                grades = self.grader.grade(pixels, boxes, labels)
+                if evidence:
+                    grades, explained, heatmaps = self.grader.grade_and_explain(pixels, boxes, labels)
+                    disc_evidence = [DiscEvidence(*pair) for pair in zip(explained, heatmaps, strict=True)]
+                else:
+                    grades = self.grader.grade(pixels, boxes, labels)
                 if self.stenosis is not None:
                     for grade, probability in zip(
                         grades, self.stenosis.probabilities(pixels, boxes, labels), strict=True
@@ -164,10 +168,6 @@ class MriDiscPipeline:
                     )
                     for detection, grade, height in zip(detections, grades, heights, strict=True)
                 ]
-                if evidence:
-                    explained = [self.grader.evidence_finding(grade) for grade in grades]
-                    heatmaps = self.grader.evidence(pixels, boxes, labels, explained)
-                    disc_evidence = [DiscEvidence(*pair) for pair in zip(explained, heatmaps, strict=True)]
         height, width = pixels.shape
         findings = Findings(
             input=InputInfo(

@@ -128,15 +128,7 @@ class DiscGrader:
 
     def probabilities(self, pixels: np.ndarray, boxes, ivd_labels) -> dict[str, np.ndarray]:
         """Calibrated probabilities: ``binary`` (N, 6), ``pfirrmann`` (N, 5), ``modic`` (N, 4)."""
-        boxes = [tuple(float(v) for v in box) for box in boxes]
-        labels = [int(label) for label in ivd_labels]
-        if len(boxes) != len(labels):
-            raise InputError(f"disc grading: {len(boxes)} boxes but {len(labels)} ivd_labels")
-        for box in boxes:
-            if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
-                raise InputError(
-                    f"disc grading: box {box} is not (xmin, ymin, xmax, ymax) with positive size"
-                )
+        boxes, labels = _checked(boxes, ivd_labels)
         crops = disc_crops(pixels, boxes, self.crop_size, self.margin, self.pad)
         # no_grad, not inference_mode: inference tensors cached by an eager network could not take part
         # in evidence()'s autograd afterwards.
@@ -162,14 +154,37 @@ class DiscGrader:
         boxes = [tuple(float(v) for v in box) for box in boxes]
         if not boxes:
             return []
+        with torch.enable_grad():
+            outputs = self._forward_for_evidence(pixels, boxes, ivd_labels)
+            return self._heatmaps(outputs, findings, boxes, np.shape(pixels))
+
+    def grade_and_explain(
+        self, pixels: np.ndarray, boxes, ivd_labels
+    ) -> tuple[list[dict], list[str], list[np.ndarray]]:
+        """:meth:`grade`, each disc's :meth:`evidence_finding` and its :meth:`evidence` heatmap from one
+        forward pass (analysis needs all three; a second pass would cost as much as the grading)."""
+        boxes, labels = _checked(boxes, ivd_labels)
+        if not boxes:
+            return [], [], []
+        with torch.enable_grad():
+            outputs = self._forward_for_evidence(pixels, boxes, labels)
+            logits = {key: outputs[key].detach().numpy() for key in ("binary", "pfirrmann", "modic")}
+            grades = self._grades(apply_calibration(logits, self.calibration))
+            explained = [self.evidence_finding(grade) for grade in grades]
+            return grades, explained, self._heatmaps(outputs, explained, boxes, np.shape(pixels))
+
+    def _forward_for_evidence(self, pixels: np.ndarray, boxes, ivd_labels) -> dict[str, torch.Tensor]:
+        """The network's outputs on every disc in one batch, with the graph kept (call under enable_grad)."""
         crops = torch.from_numpy(disc_crops(pixels, boxes, self.crop_size, self.margin, self.pad))
         views = view_crops(crops, self.crop_size).requires_grad_(True)
-        levels = torch.from_numpy(level_index(ivd_labels))
-        with torch.enable_grad():
-            outputs = self.model(views, levels)
-            maps = outputs["evidence_maps"]
-            targets = torch.stack([_target_logit(outputs, row, name) for row, name in enumerate(findings)])
-            (gradients,) = torch.autograd.grad(targets.sum(), maps)
+        return self.model(views, torch.from_numpy(level_index(ivd_labels)))
+
+    def _heatmaps(
+        self, outputs: dict[str, torch.Tensor], findings: list[str], boxes, shape
+    ) -> list[np.ndarray]:
+        maps = outputs["evidence_maps"]
+        targets = torch.stack([_target_logit(outputs, row, name) for row, name in enumerate(findings)])
+        (gradients,) = torch.autograd.grad(targets.sum(), maps)
         weights = gradients.mean(dim=(2, 3), keepdim=True)
         cams = torch.relu((weights * maps.detach()).sum(1, keepdim=True))
         cams = F.interpolate(
@@ -177,7 +192,7 @@ class DiscGrader:
         )
         peaks = cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         cams = (cams / peaks)[:, 0].numpy()
-        return [self.view_in_image(cam, box, np.shape(pixels)) for cam, box in zip(cams, boxes, strict=True)]
+        return [self.view_in_image(cam, box, shape) for cam, box in zip(cams, boxes, strict=True)]
 
     def view_in_image(self, cam: np.ndarray, box: tuple, shape: tuple[int, int]) -> np.ndarray:
         """``cam`` (the network's view of ``box``) resampled into an image of ``shape``, zero elsewhere.
@@ -204,7 +219,9 @@ class DiscGrader:
 
     def grade(self, pixels: np.ndarray, boxes: list[tuple], ivd_labels: list[int]) -> list[dict]:
         """One dict per box (same order) with calibrated probabilities and grades, keys in SPIDER's order."""
-        probs = self.probabilities(pixels, boxes, ivd_labels)
+        return self._grades(self.probabilities(pixels, boxes, ivd_labels))
+
+    def _grades(self, probs: dict[str, np.ndarray]) -> list[dict]:
         pfirrmann = pfirrmann_grade(probs["pfirrmann"], self.pfirrmann_decode)
         results = []
         for i in range(len(probs["binary"])):
@@ -224,6 +241,18 @@ class DiscGrader:
                     entry[name] = {"probability": float(probs["binary"][i, BINARY_TASKS.index(name)])}
             results.append(entry)
         return results
+
+
+def _checked(boxes, ivd_labels) -> tuple[list[tuple[float, ...]], list[int]]:
+    """Boxes as float tuples and labels as ints; one clear error for a malformed box or a count mismatch."""
+    boxes = [tuple(float(v) for v in box) for box in boxes]
+    labels = [int(label) for label in ivd_labels]
+    if len(boxes) != len(labels):
+        raise InputError(f"disc grading: {len(boxes)} boxes but {len(labels)} ivd_labels")
+    for box in boxes:
+        if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
+            raise InputError(f"disc grading: box {box} is not (xmin, ymin, xmax, ymax) with positive size")
+    return boxes, labels
 
 
 def _target_logit(outputs: dict[str, torch.Tensor], row: int, finding: str) -> torch.Tensor:
