@@ -3,7 +3,8 @@
     python benchmarks/mri_discs_latency.py [--threads 2] [--images 20] [--rounds 3] [--data ../shared/data/spider-sagittal]
 
 Each slice is resized to 384×384 and analysed by the bundled pipeline (input check, segmentation,
-localisation, grading and measuring every disc) and the overlay rendered, once per engine (the same
+localisation, grading and measuring every disc) and the overlay rendered, once per engine, and once
+more in torch with the per-disc Grad-CAM evidence that `spinedx analyze` adds (the same
 pre- and post-processing; the localiser, grader and segmenter networks run in torch eager or in ONNX
 Runtime sessions, the input check in torch for both). Engines alternate round by round over the same slices so that both see the same
 machine load; the median and 90th percentile per slice and the speed ratio are printed. Without
@@ -31,12 +32,12 @@ from spinedx.report.overlay import render_overlay
 SIZE = 384
 
 
-def _time_slices(pipeline: MriDiscPipeline, slices: list[np.ndarray]) -> list[float]:
+def _time_slices(pipeline: MriDiscPipeline, slices: list[np.ndarray], evidence: bool = False) -> list[float]:
     seconds = []
     for index, pixels in enumerate(slices):
         image = SagittalSlice(pixels, Path(f"slice{index}.png"), None, None, None, None, None)
         started = time.perf_counter()
-        findings = pipeline.analyze(image, image.path.stem)
+        findings = pipeline.analyze_in_full(image, image.path.stem, evidence=evidence).findings
         render_overlay(pixels, findings.discs)
         seconds.append(time.perf_counter() - started)
     return seconds
@@ -51,17 +52,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     eager = MriDiscPipeline.bundled()
-    engines = {
-        "torch eager": eager,
-        "ONNX Runtime": onnx_runtime_pipeline(eager, Path(tempfile.mkdtemp()), threads=args.threads),
+    engines = {  # name -> (pipeline, with Grad-CAM evidence)
+        "torch eager": (eager, False),
+        "ONNX Runtime": (onnx_runtime_pipeline(eager, Path(tempfile.mkdtemp()), threads=args.threads), False),
+        "torch eager + Grad-CAM evidence (as `spinedx analyze`)": (eager, True),
     }
     slices = sagittal_slices(args.data, args.images, SIZE)
-    for pipeline in engines.values():  # warm-up
-        _time_slices(pipeline, slices[:2])
+    for pipeline, evidence in engines.values():  # warm-up
+        _time_slices(pipeline, slices[:2], evidence)
     seconds: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(args.rounds):
-        for name, pipeline in engines.items():
-            seconds[name].extend(_time_slices(pipeline, slices))
+        for name, (pipeline, evidence) in engines.items():
+            seconds[name].extend(_time_slices(pipeline, slices, evidence))
     print(f"{len(slices)} slices of {SIZE}x{SIZE} x {args.rounds} rounds, {args.threads} threads "
           "(input check, segment, localise, grade and measure every disc, overlay; target: median <= 0.5 s)")  # fmt: skip
     print("| engine | median s | p90 s |\n| --- | --- | --- |")
