@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 from tqdm import tqdm
 
@@ -70,6 +71,11 @@ logger = logging.getLogger("grader_research")
 FINDINGS = ("herniation", "bulging", "narrowing", "stenosis", "spondylolisthesis")
 """Binary findings studied; each cohort labels only some of them (the rest are NaN)."""
 COHORTS = ("spider", "lumbar515")
+COHORT_FINDINGS = {
+    "spider": ("herniation", "bulging", "narrowing", "spondylolisthesis", "pfirrmann"),
+    "lumbar515": ("bulging", "stenosis", "spondylolisthesis", "pfirrmann"),
+}
+"""What each cohort labels."""
 SPLIT_SEED = 20261203
 VIEW = 128
 """Side of the cached disc view; other resolutions are resized from it."""
@@ -316,7 +322,8 @@ CONFIGS: dict[str, Config] = {
     for c in (
         Config(
             "current",
-            "bundled grader design: Lite0 96 px + region descriptors + level one-hot + CORAL",
+            "bundled grader design: Lite0 96 px + region descriptors + level one-hot + CORAL (no stenosis head)",
+            findings=("herniation", "bulging", "narrowing", "spondylolisthesis", "pfirrmann"),
             current=True,
         ),  # fmt: skip
         Config(
@@ -340,6 +347,23 @@ CONFIGS: dict[str, Config] = {
             view=64,
             findings=("herniation", "bulging", "stenosis"),
         ),  # fmt: skip
+        # Added after the first seven configurations had been scored, to separate what made the plain
+        # CNN's Pfirrmann grades better (the head or the backbone) and to give it the level offset.
+        Config(
+            "lite0_96_softmax",
+            "lite0_96 with the plain CNN's 5-class cross-entropy Pfirrmann head",
+            pfirrmann="softmax",
+        ),
+        Config(
+            "resnet18_scratch_level",
+            "plain CNN + the level offset",
+            backbone="resnet18",
+            imagenet=False,
+            pfirrmann="softmax",
+            view=64,
+            freeze_blocks=0,
+            backbone_lr=1e-3,
+        ),
         Config(
             "lite0_96_spider_only",
             "lite0_96 trained on SPIDER fit patients only (cross-cohort)",
@@ -541,10 +565,21 @@ def _ci(result) -> list[float]:
     return [round(result.estimate, 4), round(result.lower, 4), round(result.upper, 4)]
 
 
-def score(table: pd.DataFrame, rows: np.ndarray, binary: np.ndarray, grade: np.ndarray) -> dict:
-    """AUROC per labelled finding (+ herniation sensitivity at specificity 0.88), Pfirrmann kappa."""
-    from sklearn.metrics import roc_auc_score
+def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC as the Mann-Whitney statistic (ties count half, as in sklearn): the bootstrap calls it
+    ~10^5 times, and sklearn's input checks cost more than the ranking."""
+    positives = truth == 1
+    n_positive, n_negative = int(positives.sum()), int((~positives).sum())
+    if n_positive == 0 or n_negative == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[positives].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
+
+def score(table: pd.DataFrame, rows: np.ndarray, binary: np.ndarray, grade: np.ndarray,
+          resamples: int = RESAMPLES) -> dict:  # fmt: skip
+    """AUROC per labelled finding (+ herniation sensitivity at specificity 0.88), Pfirrmann kappa;
+    ``resamples`` 0 gives point estimates (the select split, where only the estimates choose)."""
     patients = table["patient"].iloc[rows].to_numpy()
     result = {}
     for k, name in enumerate(FINDINGS):
@@ -552,11 +587,11 @@ def score(table: pd.DataFrame, rows: np.ndarray, binary: np.ndarray, grade: np.n
         known = ~np.isnan(truth) & ~np.isnan(binary[:, k])
         if known.sum() < 10 or len(np.unique(truth[known])) < 2:
             continue
-        fns = {"auroc": lambda t, s: roc_auc_score(t, s) if len(np.unique(t)) == 2 else math.nan}
+        fns = {"auroc": auroc}
         if name == "herniation":
             fns["sens_at_spec"] = lambda t, s: sensitivity_at_specificity(t, s, SPECIFICITY)
         boot = bootstrap_many(fns, truth[known].astype(int), binary[known, k], groups=patients[known],
-                              n_resamples=RESAMPLES)  # fmt: skip
+                              n_resamples=resamples)  # fmt: skip
         result[name] = {key: _ci(value) for key, value in boot.items()} | {
             "n": int(known.sum()), "positive": int(truth[known].sum())}  # fmt: skip
     truth = table["pfirrmann"].iloc[rows].to_numpy()
@@ -566,7 +601,7 @@ def score(table: pd.DataFrame, rows: np.ndarray, binary: np.ndarray, grade: np.n
         boot = bootstrap_many(
             {"kappa": lambda t, s: quadratic_kappa(t, s, [1, 2, 3, 4, 5]),
              "exact": lambda t, s: float(np.mean(t == s))},
-            truth[known].astype(int), predicted, groups=patients[known], n_resamples=RESAMPLES,
+            truth[known].astype(int), predicted, groups=patients[known], n_resamples=resamples,
         )  # fmt: skip
         result["pfirrmann"] = {key: _ci(value) for key, value in boot.items()} | {"n": int(known.sum())}
     return result
@@ -584,8 +619,9 @@ def config_outputs(
     if tta:
         binary = (binary + saved["binary_flip"][take]) / 2
         pfirrmann = (pfirrmann + saved["pfirrmann_flip"][take]) / 2
+    labelled = {finding for cohort in config.train_on for finding in COHORT_FINDINGS[cohort]}
     for k, finding in enumerate(FINDINGS):
-        if finding not in config.findings:
+        if finding not in config.findings or finding not in labelled:  # an untrained head says nothing
             binary[:, k] = np.nan
     if "pfirrmann" not in config.findings:
         return binary, np.full(len(rows), np.nan)
@@ -597,10 +633,10 @@ def prior_outputs(table: pd.DataFrame, split: np.ndarray, rows: np.ndarray,
     """The level-only prior on ``rows``: each disc scored by the fit discs of its own cohort at its
     level (or of cohort ``source``, for cross-cohort rows)."""
     fit = np.flatnonzero(split == "fit")
+    priors = {cohort: level_prior(table, fit, cohort) for cohort in COHORTS}
     values = []
     for row in rows:
-        cohort = source or table["cohort"].iat[row]
-        prior = level_prior(table, fit, cohort)
+        prior = priors[source or table["cohort"].iat[row]]
         label = table["ivd_label"].iat[row]
         values.append(prior.loc[label] if label in prior.index else prior.mean())
     frame = pd.DataFrame(values)
@@ -637,10 +673,16 @@ def table_of_results(work: Path, table: pd.DataFrame, split: np.ndarray) -> dict
             outputs[label] = {
                 key: config_outputs(work, name, _rows(table, split, *key), tta) for key in parts
             }
-    results = {
-        label: {f"{p}/{c}": score(table, _rows(table, split, p, c), *by_part[(p, c)]) for p, c in parts}
-        for label, by_part in outputs.items()
-    }
+
+    def scored(by_part: dict) -> dict:
+        return {
+            f"{p}/{c}": score(
+                table, _rows(table, split, p, c), *by_part[(p, c)], 0 if p == "select" else RESAMPLES
+            )
+            for p, c in parts
+        }
+
+    results = {label: scored(by_part) for label, by_part in outputs.items()}
     candidates = [label for label in outputs if label != "level_prior"]
     choice, members = {}, {}
     for finding in (*FINDINGS, "pfirrmann"):
@@ -669,9 +711,7 @@ def table_of_results(work: Path, table: pd.DataFrame, split: np.ndarray) -> dict
                     k = FINDINGS.index(finding)
                     binary[:, k] = np.mean([outputs[m][key][0][:, k] for m in chosen], 0)
             combined[key] = (binary, grade)
-        results[label] = {
-            f"{p}/{c}": score(table, _rows(table, split, p, c), *combined[(p, c)]) for p, c in parts
-        }
+        results[label] = scored(combined)
     results["_choices"] = {"selected": choice, "ensemble": members}
     for name, config in CONFIGS.items():
         if not (work / f"{name}.npz").is_file() or len(config.train_on) != 1:
@@ -704,6 +744,8 @@ def _cell(entry: dict | None, metric: str) -> str:
     if not entry or metric not in entry or not math.isfinite(entry[metric][0]):
         return "–"
     estimate, low, high = entry[metric]
+    if not (math.isfinite(low) and math.isfinite(high)):  # select: point estimates only
+        return f"{estimate:.2f}"
     return f"{estimate:.2f} ({low:.2f}–{high:.2f})"
 
 
