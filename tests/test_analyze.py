@@ -58,6 +58,11 @@ class StubGrader:
             heatmaps.append(heatmap)
         return heatmaps
 
+    def grade_and_explain(self, pixels, boxes, ivd_labels):
+        grades = self.grade(pixels, boxes, ivd_labels)
+        explained = [self.evidence_finding(grade) for grade in grades]
+        return grades, explained, self.evidence(pixels, boxes, ivd_labels, explained)
+
 
 @pytest.fixture
 def slice_png(tmp_path) -> Path:
