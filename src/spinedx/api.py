@@ -114,8 +114,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, images: str | 
     ``.report_path``): xray-lesions on its held-out test studies (or ``data`` CSV + ``images``),
     mri-discs end to end with its fold models (on ``data`` or its recipe's folder), spine-seg on
     ``data`` (or its cross-validation figures), canal-stenosis its cross-validation figures."""
+    from spinedx.recipes import recorded_recipe
     from spinedx.tasks import DEFAULT_RECIPE_TASK, get_task
-    from spinedx.training.run_info import recorded_recipe
 
     _check_resamples(n_resamples)
     if out_dir is not None:

@@ -8,6 +8,7 @@ schema problem into one line naming the field. Which schema applies is the task 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from spinedx.errors import InputError
 
 RecipeT = TypeVar("RecipeT", bound=BaseModel)
+RECIPE_FILES = ("recipe.json", "config.yaml")
+"""Where a run folder records the recipe it was trained with (radiograph runs: ``config.yaml``)."""
 
 
 class Strict(BaseModel):
@@ -107,3 +110,24 @@ def data_paths_from_env(values: Any, defaults: dict[str, str | list[str]]) -> An
                 [Path(folder) / n for n in names] if isinstance(names, list) else Path(folder) / names
             )
     return filled
+
+
+def recorded_recipe(run_dir: Path) -> dict[str, Any]:
+    """The recipe a training run recorded in ``run_dir`` (raw values, as written); ``{}`` when it
+    records none, which makes it a run of the default recipe task (radiograph runs also keep their
+    recipe inside ``best.pt``)."""
+    for name in RECIPE_FILES:
+        path = Path(run_dir) / name
+        if path.is_file():
+            try:
+                recipe = (
+                    json.loads(path.read_text())
+                    if path.suffix == ".json"
+                    else yaml.safe_load(path.read_text())
+                )
+            except (ValueError, yaml.YAMLError) as exc:
+                raise InputError(f"{path}: cannot read the run's recipe ({exc.__class__.__name__})") from None
+            if not isinstance(recipe, dict):
+                raise InputError(f"{path}: not a recipe (expected a mapping)")
+            return recipe
+    return {}

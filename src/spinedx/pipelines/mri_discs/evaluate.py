@@ -215,7 +215,7 @@ def evaluate_run(run_dir: Path, *, data: Path | None = None, images: Path | None
     """``spinedx evaluate RUN`` of an mri-discs run: :func:`evaluate_discs` with the run's fold models
     (``cv_run``, every patient analysed by models that never saw it), on ``data`` or else the
     spider-sagittal folder its recipe trained on, into ``out_dir`` (default ``RUN/evaluation``)."""
-    from spinedx.training.run_info import recorded_recipe
+    from spinedx.recipes import recorded_recipe
 
     run_dir = Path(run_dir)
     if images is not None:
