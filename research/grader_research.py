@@ -317,6 +317,10 @@ class Config:
     backbone_lr: float = 3e-4
 
 
+PLAIN_CNN = {"backbone": "resnet18", "imagenet": False, "level_offset": False, "pfirrmann": "softmax",
+             "backbone_lr": 1e-3}  # fmt: skip
+"""The plain-CNN baseline's settings (ResNet-18 from scratch at the default 96 px), shared by its variants."""
+
 CONFIGS: dict[str, Config] = {
     c.name: c
     for c in (
@@ -328,12 +332,8 @@ CONFIGS: dict[str, Config] = {
         ),  # fmt: skip
         Config(
             "resnet18_scratch",
-            "plain CNN: ResNet-18 from scratch, 64 px, 5-class cross-entropy Pfirrmann",
-            backbone="resnet18",
-            imagenet=False,
-            level_offset=False,
-            pfirrmann="softmax",
-            backbone_lr=1e-3,
+            "plain CNN: ResNet-18 from scratch, 96 px, 5-class cross-entropy Pfirrmann, no level input",
+            **PLAIN_CNN,
         ),  # fmt: skip
         Config("lite0_64", "Lite0 ImageNet, 64 px disc crop, level offset", view=64),
         Config("lite0_96", "Lite0 ImageNet, 96 px disc crop, level offset", view=96),
@@ -356,13 +356,8 @@ CONFIGS: dict[str, Config] = {
         ),
         Config(
             "resnet18_scratch_level",
-            "plain CNN + the level offset",
-            backbone="resnet18",
-            imagenet=False,
-            pfirrmann="softmax",
-            view=64,
-            freeze_blocks=0,
-            backbone_lr=1e-3,
+            "plain CNN + the level offset, at 64 px",
+            **(PLAIN_CNN | {"level_offset": True, "view": 64}),
         ),
         Config(
             "lite0_96_spider_only",
@@ -377,21 +372,13 @@ CONFIGS: dict[str, Config] = {
         Config(
             "resnet18_spider_only",
             "plain CNN trained on SPIDER fit patients only (cross-cohort)",
-            backbone="resnet18",
-            imagenet=False,
-            level_offset=False,
-            pfirrmann="softmax",
-            backbone_lr=1e-3,
+            **PLAIN_CNN,
             train_on=("spider",),
         ),  # fmt: skip
         Config(
             "resnet18_lumbar515_only",
             "plain CNN trained on lumbar515 fit patients only (cross-cohort)",
-            backbone="resnet18",
-            imagenet=False,
-            level_offset=False,
-            pfirrmann="softmax",
-            backbone_lr=1e-3,
+            **PLAIN_CNN,
             train_on=("lumbar515",),
         ),  # fmt: skip
     )
