@@ -3,12 +3,10 @@ folder laid out like lumbar515-sagittal (and on the real one when ../shared/data
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from spinedx import api
@@ -19,51 +17,9 @@ from spinedx.tasks.canal_stenosis.model import CanalStenosis
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "lumbar515-sagittal"
 
 
-def _write(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    """Synthetic MRI in the lumbar515 layout: tight disc boxes (normal / ddd / lumbar_bulge), a stenosis
-    box behind every bulging disc, Pfirrmann at L3/L4-L5/S1."""
-    root = tmp_path_factory.mktemp("l515")
-    synth = api.synth_mri(root / "synth", n_patients=6, seed=11, image_size=320)
-    folder = root / "lumbar515"
-    (folder / "images").mkdir(parents=True)
-    series = pd.read_csv(synth / "series.csv")
-    discs = pd.read_csv(synth / "discs.csv")
-    rows, boxes, grades = [], [], {}
-    for record in series.itertuples():
-        image_id = f"{int(record.patient):04d}_{record.sequence}"
-        (folder / "images" / f"{image_id}.png").write_bytes(
-            (synth / "images" / f"{record.image_id}.png").read_bytes()
-        )
-        rows.append([image_id, record.patient, record.sequence, record.width, record.height])
-        for disc in discs[discs["image_id"] == record.image_id].itertuples():
-            label = "ddd" if disc.pfirrmann >= 4 else "lumbar_bulge" if disc.bulging else "normal"
-            inset = (disc.ymax - disc.ymin) * 0.2  # tight around the disc, without the endplates
-            boxes.append(
-                [image_id, label, disc.xmin, disc.ymin + inset, disc.xmax, disc.ymax - inset, disc.level]
-            )
-            if disc.bulging:
-                centre = (disc.ymin + disc.ymax) / 2
-                boxes.append(
-                    [image_id, "stenosis", disc.xmax - 8, centre - 10, disc.xmax + 8, centre + 10, ""]
-                )
-            if disc.level in ("L3/L4", "L4/L5", "L5/S1"):
-                grades[(record.patient, disc.level)] = disc.pfirrmann
-    _write(folder / "series.csv", ["image_id", "patient", "sequence", "width", "height"], rows)
-    _write(folder / "boxes.csv", ["image_id", "label", "xmin", "ymin", "xmax", "ymax", "level"], boxes)
-    _write(
-        folder / "pfirrmann.csv",
-        ["patient", "level", "pfirrmann"],
-        [[p, lv, g] for (p, lv), g in grades.items()],
-    )
-    return folder
+def cohort(lumbar515_cohort) -> Path:
+    return lumbar515_cohort
 
 
 def test_importer_gives_per_disc_grades_and_masks_what_the_cohort_lacks(cohort):

@@ -178,19 +178,21 @@ def deidentify(in_dir: str | Path, out_dir: str | Path, uid_map: str | Path) -> 
 
 
 def evaluate_discs(data: str | Path, out_dir: str | Path, cv_run: str | Path | None = None,
-                   n_resamples: int = 1000) -> DiscEvaluation:  # fmt: skip
+                   n_resamples: int = 1000, split: str | Path | None = None) -> DiscEvaluation:  # fmt: skip
     """End-to-end disc evaluation against a spider-sagittal or lumbar515-sagittal folder (bundled
-    models, or for spider-sagittal the fold models of ``cv_run`` for out-of-fold figures)."""
+    models, or for spider-sagittal the fold models of ``cv_run`` for out-of-fold figures); with
+    ``split`` (a split.json) only on its report patients."""
     from spinedx.pipelines.mri_discs.evaluate import evaluate_discs as run_evaluation
 
     _check_resamples(n_resamples)
     check_output_location(Path(out_dir))
     return run_evaluation(Path(data), Path(out_dir), n_resamples=n_resamples,
-                          cv_run=Path(cv_run) if cv_run else None)  # fmt: skip
+                          cv_run=Path(cv_run) if cv_run else None,
+                          split=Path(split) if split else None)  # fmt: skip
 
 
 def evidence_check(data: str | Path, out_file: str | Path, max_series: int | None = None,
-                   n_resamples: int = 1000) -> dict:  # fmt: skip
+                   n_resamples: int = 1000, split: str | Path | None = None) -> dict:  # fmt: skip
     """Grad-CAM sanity check of the bundled grader on a spider- or lumbar515-sagittal folder: heatmap
     mass inside the disc region for the trained vs a weight-randomised network vs a uniform map
     (:mod:`spinedx.pipelines.mri_discs.evidence_check`); written as JSON to ``out_file``."""
@@ -200,7 +202,8 @@ def evidence_check(data: str | Path, out_file: str | Path, max_series: int | Non
     from spinedx.pipelines.mri_discs.evidence_check import evidence_check as run_check
 
     _check_resamples(n_resamples)
-    result = run_check(Path(data), max_series=max_series, n_resamples=n_resamples)
+    result = run_check(Path(data), max_series=max_series, n_resamples=n_resamples,
+                       split=Path(split) if split else None)  # fmt: skip
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out_file), json.dumps(result, indent=2, default=float))
     return result

@@ -250,9 +250,17 @@ def evaluate_discs(
             "models that held it out (end-to-end cross-validation) instead of the bundled models"
         ),
     ] = None,
+    split: Annotated[
+        Path | None,
+        typer.Option(
+            help="a split.json ({'<cohort>/<patient>': 'fit' | 'select' | 'report'}, e.g. "
+            "research/results/split.json): score only its report patients, which the bundled grader "
+            "was trained without"
+        ),
+    ] = None,
 ) -> None:
     """Localisation, levels and grades of the MRI disc models against reference annotations."""
-    outcome = api.evaluate_discs(data, out, cv_run=cv_run, n_resamples=bootstrap)
+    outcome = api.evaluate_discs(data, out, cv_run=cv_run, n_resamples=bootstrap, split=split)
     typer.echo(json.dumps({"localisation": outcome.metrics["localisation"]}, indent=2, default=float))
     typer.echo(f"metrics: {outcome.metrics_path}\nreport: {outcome.report_path}")
 
@@ -265,9 +273,12 @@ def evidence_check(
     bootstrap: Annotated[
         int, typer.Option(help="bootstrap resamples (over patients) for the 95% CIs")
     ] = 1000,
+    split: Annotated[
+        Path | None, typer.Option(help="a split.json: check only its report patients (see evaluate-discs)")
+    ] = None,
 ) -> None:
     """Grad-CAM sanity check: heatmap mass in the disc region, trained vs randomised weights vs uniform."""
-    result = api.evidence_check(data, out, max_series=max_series, n_resamples=bootstrap)
+    result = api.evidence_check(data, out, max_series=max_series, n_resamples=bootstrap, split=split)
     typer.echo(json.dumps(result, indent=2, default=float))
 
 

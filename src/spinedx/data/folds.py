@@ -8,7 +8,10 @@ ever trained on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -33,3 +36,34 @@ def patient_folds(groups: Sequence, n_folds: int, seed: int, strata: Sequence | 
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), labels, groups)):
         folds[held] = k
     return folds
+
+
+def report_patients(split_path: str | Path) -> set[str]:
+    """The ``<cohort>/<patient>`` keys marked "report" in a fixed split file (``split.json``:
+    ``{"<cohort>/<patient>": "fit" | "select" | "report"}``, as ``research/grader_research.py`` draws it):
+    the patients kept for reporting only, out of every training and design choice."""
+    path = Path(split_path)
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the split ({exc})") from None
+    if not isinstance(split, dict) or not all(isinstance(part, str) for part in split.values()):
+        raise InputError(f"{path}: expected an object {{'<cohort>/<patient>': 'fit' | 'select' | 'report'}}")
+    return {str(key) for key, part in split.items() if part == "report"}
+
+
+def report_only(dataset, split_path: str | Path, cohort: str, tables: tuple[str, ...]):
+    """A copy of ``dataset`` (a dataclass of tables with a ``patient`` column, ``series`` among them)
+    whose ``tables`` keep only ``cohort``'s report patients of ``split_path``."""
+    report = report_patients(split_path)
+    kept = {
+        name: getattr(dataset, name)[
+            [f"{cohort}/{patient}" in report for patient in getattr(dataset, name)["patient"].astype(str)]
+        ]
+        for name in tables
+    }
+    if kept["series"].empty:
+        raise InputError(
+            f"{split_path}: no report patient of this {cohort} folder ('{cohort}/<patient>' keys)"
+        )
+    return replace(dataset, **kept)

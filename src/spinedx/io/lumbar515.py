@@ -217,15 +217,17 @@ def _stenosis_flags(discs: pd.DataFrame, stenoses: pd.DataFrame) -> np.ndarray:
 
 def _centre_inside(discs: pd.DataFrame, regions: pd.DataFrame) -> np.ndarray:
     flags = np.zeros(len(discs), dtype=int)
-    centre_x = ((discs["xmin"] + discs["xmax"]) / 2).to_numpy()
-    centre_y = ((discs["ymin"] + discs["ymax"]) / 2).to_numpy()
     image_ids = discs["image_id"].to_numpy()
     for _, region in regions.iterrows():
-        flags |= (
-            (image_ids == region["image_id"])
-            & (centre_x >= region["xmin"])
-            & (centre_x <= region["xmax"])
-            & (centre_y >= region["ymin"])
-            & (centre_y <= region["ymax"])
-        )
+        box = tuple(region[column] for column in BOX_COLUMNS)
+        flags |= (image_ids == region["image_id"]) & centres_inside(discs, box)
     return flags
+
+
+def centres_inside(discs: pd.DataFrame, box) -> np.ndarray:
+    """Which rows of ``discs`` (box columns) have their box centre inside ``box`` (xmin, ymin, xmax, ymax):
+    how a detected box is matched to this cohort's tight reference disc boxes."""
+    xmin, ymin, xmax, ymax = box
+    centre_x = ((discs["xmin"] + discs["xmax"]) / 2).to_numpy()
+    centre_y = ((discs["ymin"] + discs["ymax"]) / 2).to_numpy()
+    return (centre_x >= xmin) & (centre_x <= xmax) & (centre_y >= ymin) & (centre_y <= ymax)

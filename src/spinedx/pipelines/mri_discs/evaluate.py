@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spinedx.data.folds import report_only
 from spinedx.errors import InputError
 from spinedx.evaluation.bootstrap import bootstrap_ci
 from spinedx.evaluation.detection import count_detections
@@ -32,7 +33,7 @@ from spinedx.io.findings import Findings
 from spinedx.io.lumbar515 import is_lumbar515
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
-from spinedx.pipelines.mri_discs.evaluate_lumbar515 import evaluate_lumbar515
+from spinedx.pipelines.mri_discs.evaluate_lumbar515 import evaluate_lumbar515, level_prior
 from spinedx.pipelines.mri_discs.out_of_fold import OutOfFoldModels
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.pipelines.mri_discs.report import write_disc_evaluation_report
@@ -137,10 +138,19 @@ def _grading(table: pd.DataFrame, n_resamples: int) -> dict:
             table[f"{name}_true"], table[f"{name}_prob"], threshold=table[f"{name}_threshold"].to_numpy(),
             groups=groups, n_resamples=n_resamples,
         )  # fmt: skip
+        if table[f"{name}_true"].nunique() == 2:
+            metrics[name]["level_prior"] = binary_task_metrics(
+                table[f"{name}_true"], level_prior(table, f"{name}_true"), threshold=0.5,
+                groups=groups, n_resamples=n_resamples,
+            )["auroc"]  # fmt: skip
     metrics["pfirrmann"] = ordinal_metrics(
         table["pfirrmann_true"], table["pfirrmann_pred"], labels=[1, 2, 3, 4, 5], groups=groups,
         n_resamples=n_resamples,
     )  # fmt: skip
+    metrics["pfirrmann"]["level_prior"] = ordinal_metrics(
+        table["pfirrmann_true"], np.clip(np.rint(level_prior(table, "pfirrmann_true")), 1, 5).astype(int),
+        labels=[1, 2, 3, 4, 5], groups=groups, n_resamples=n_resamples,
+    )["kappa_quadratic"]  # fmt: skip
     with_ratio = table.dropna(subset=["height_ratio"])
     if len(with_ratio) and with_ratio["narrowing_true"].nunique() == 2:
         # A lower ratio means narrowing, so score the negated ratio.
@@ -152,18 +162,23 @@ def _grading(table: pd.DataFrame, n_resamples: int) -> dict:
 
 
 def evaluate_discs(data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | None = None,
-                   n_resamples: int = 1000, cv_run: Path | None = None) -> DiscEvaluation:  # fmt: skip
+                   n_resamples: int = 1000, cv_run: Path | None = None,
+                   split: Path | None = None) -> DiscEvaluation:  # fmt: skip
     """Score ``pipeline`` (default: the bundled models), or with ``cv_run`` each patient with the
     fold models of that run which held the patient out. A lumbar515-sagittal folder is scored by
-    :func:`~spinedx.pipelines.mri_discs.evaluate_lumbar515.evaluate_lumbar515` (its own measures)."""
+    :func:`~spinedx.pipelines.mri_discs.evaluate_lumbar515.evaluate_lumbar515` (its own measures).
+    With ``split`` only the cohort's report patients of that split file are scored
+    (:func:`spinedx.data.folds.report_patients`)."""
     if is_lumbar515(data_root):
         if cv_run is not None:
             raise InputError(
                 f"{data_root}: --cv-run applies to SPIDER-layout folders; no fold model saw this cohort"
             )
-        result = evaluate_lumbar515(Path(data_root), Path(out_dir), pipeline, n_resamples)
+        result = evaluate_lumbar515(Path(data_root), Path(out_dir), pipeline, n_resamples, split=split)
         return DiscEvaluation(result.metrics, result.metrics_path, result.report_path)
     dataset = read_spider(Path(data_root))
+    if split is not None:
+        dataset = report_only(dataset, split, "spider", ("series", "discs", "gradings"))
     if cv_run is not None:
         out_of_fold = OutOfFoldModels(cv_run)
         pipeline_for, version = out_of_fold.pipeline_for, out_of_fold.version
@@ -180,6 +195,7 @@ def evaluate_discs(data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | N
         "models": "out-of-fold models of " + str(cv_run)
         if cv_run is not None
         else "one model for all patients",
+        "patients": f"report patients of {split}" if split is not None else "all",
         "localisation": localisation,
         "grading": grading,
     }

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spinedx.data.folds import patient_folds
+from spinedx.data.folds import patient_folds, report_only
 from spinedx.evaluation.bootstrap import bootstrap_ci
 from spinedx.evaluation.grading import binary_task_metrics, ordinal_metrics
 from spinedx.evaluation.plots import plot_binary_rocs, plot_confusion_matrix
@@ -64,10 +64,18 @@ class CohortEvaluation:
 
 
 def evaluate_lumbar515(
-    data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | None = None, n_resamples: int = 1000
+    data_root: Path,
+    out_dir: Path,
+    pipeline: MriDiscPipeline | None = None,
+    n_resamples: int = 1000,
+    *,
+    split: Path | None = None,
 ) -> CohortEvaluation:
-    """Score ``pipeline`` (default: the bundled models) on every series of a lumbar515 folder."""
+    """Score ``pipeline`` (default: the bundled models) on every series of a lumbar515 folder, or with
+    ``split`` on those of its report patients (:func:`spinedx.data.folds.report_patients`)."""
     dataset = read_lumbar515(data_root)
+    if split is not None:
+        dataset = report_only(dataset, split, "lumbar515", ("series", "discs", "lesions"))
     pipeline = pipeline or MriDiscPipeline.bundled()
     findings = {
         image_id: pipeline.analyze(read_sagittal(dataset.image_path(image_id)), image_id)
@@ -78,6 +86,7 @@ def evaluate_lumbar515(
         "data": str(data_root),
         "model": {"name": MODEL_NAME, "version": pipeline.version},
         "models": _models_note(pipeline),
+        "patients": f"report patients of {split}" if split is not None else "all",
         "localisation": _localisation(discs, n_resamples),
         "grading": _grading(
             discs, {**pipeline.grader.thresholds, "degeneration": DEGENERATION_CUT}, n_resamples
@@ -92,7 +101,17 @@ def evaluate_lumbar515(
 
 
 def _models_note(pipeline: MriDiscPipeline) -> str:
-    note = "one model for all patients; the bundled localiser and grader never saw this cohort"
+    note = "one model for all patients; the bundled localiser never saw this cohort"
+    grader = pipeline.grader.meta.get("config", {})
+    if grader.get("lumbar515_root") is None:
+        note += ", nor did the grader"
+    else:
+        held_out = grader.get("report_split")
+        note += "; the grader trained on it" + (
+            f" except the report patients of {held_out} (figures on other patients are in-sample)"
+            if held_out
+            else " (these figures are in-sample)"
+        )
     if pipeline.stenosis is not None:
         note += (
             "; the bundled stenosis model was trained on it, so its figure here is in-sample "
@@ -146,13 +165,16 @@ def _matched_discs(dataset: Lumbar515Dataset, findings: dict[str, Findings]) -> 
     return pd.DataFrame(rows)
 
 
-def _level_prior(discs: pd.DataFrame, column: str) -> np.ndarray:
+def level_prior(discs: pd.DataFrame, column: str) -> np.ndarray:
     """Out-of-fold mean of ``column`` at each disc's level over the other folds' patients (the overall
-    mean for a level they lack, or a disc without a level)."""
+    mean for a level they lack, or a disc without a level); 5 folds, fewer for fewer patients."""
     prior = np.full(len(discs), np.nan)
     labelled = discs[column].notna() & (discs["level"] != "")
-    folds = patient_folds(discs["patient"].to_numpy(), PRIOR_FOLDS, seed=0)
-    for fold in range(PRIOR_FOLDS):
+    n_folds = min(PRIOR_FOLDS, discs["patient"].nunique())
+    if n_folds < 2:  # one patient: no other patients to learn a prior from
+        return prior
+    folds = patient_folds(discs["patient"].to_numpy(), n_folds, seed=0)
+    for fold in range(n_folds):
         train = labelled & (folds != fold)
         means = discs[train].groupby("level")[column].mean().astype(float)
         overall = float(discs.loc[train, column].astype(float).mean())
@@ -193,7 +215,7 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], n_resamples: int
         if found.loc[usable, column].nunique() < 2:
             continue
         subset = found[usable]
-        prior = _level_prior(discs, column)[discs["found"].to_numpy()][usable]
+        prior = level_prior(discs, column)[discs["found"].to_numpy()][usable]
         metrics[finding] = binary_task_metrics(
             subset[column].astype(int), values[usable], threshold=thresholds.get(finding, 0.5),
             groups=subset["patient"].to_numpy(), n_resamples=n_resamples,
@@ -215,7 +237,7 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], n_resamples: int
             graded["pfirrmann"].astype(int), graded["pfirrmann_pred"].astype(int), labels=[1, 2, 3, 4, 5],
             groups=graded["patient"].to_numpy(), n_resamples=n_resamples,
         )  # fmt: skip
-        prior = _level_prior(discs, "pfirrmann")[discs["found"].to_numpy()][
+        prior = level_prior(discs, "pfirrmann")[discs["found"].to_numpy()][
             found["pfirrmann"].notna().to_numpy()
         ]
         metrics["pfirrmann"]["level_prior"] = ordinal_metrics(

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spinedx.data.folds import report_patients
 from spinedx.evaluation.bootstrap import bootstrap_ci
 from spinedx.io.lumbar515 import is_lumbar515, read_lumbar515
 from spinedx.io.spider import read_spider
@@ -53,12 +54,16 @@ def randomised(grader: DiscGrader, seed: int) -> DiscGrader:
     return clone
 
 
-def _series(data_root: Path) -> list[tuple[str, Path]]:
-    """(patient, image path) of every series of a spider-sagittal or lumbar515-sagittal folder."""
-    dataset = read_lumbar515(data_root) if is_lumbar515(data_root) else read_spider(data_root)
+def _series(data_root: Path, split: Path | None) -> list[tuple[str, Path]]:
+    """(patient, image path) of every series of a spider-sagittal or lumbar515-sagittal folder (with
+    ``split``, of its report patients only)."""
+    cohort = "lumbar515" if is_lumbar515(data_root) else "spider"
+    dataset = read_lumbar515(data_root) if cohort == "lumbar515" else read_spider(data_root)
+    report = report_patients(split) if split is not None else None
     return [
         (str(patient), dataset.image_path(image_id))
         for image_id, patient in dataset.series[["image_id", "patient"]].itertuples(index=False)
+        if report is None or f"{cohort}/{patient}" in report
     ]
 
 
@@ -69,6 +74,7 @@ def evidence_check(
     max_series: int | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    split: Path | None = None,
 ) -> dict:
     """Mass-in-region shares (trained, randomised, uniform) with CIs over patients, and their counts."""
     pipeline = pipeline or MriDiscPipeline.bundled()
@@ -76,7 +82,7 @@ def evidence_check(
     random = randomised(trained, seed)
     shares: dict[str, list[float]] = {"trained": [], "randomised": [], "uniform": []}
     patients: list[str] = []
-    for patient, path in _series(Path(data_root))[:max_series]:
+    for patient, path in _series(Path(data_root), split)[:max_series]:
         pixels = read_sagittal(path).pixels
         detections, _ = pipeline.localizer.detect(pixels)
         if not detections:

@@ -19,6 +19,11 @@ class CanalStenosisRecipe(Recipe):
     name: str = "canal_stenosis"
     data_root: Path = Field(description="a lumbar515-sagittal folder (stenosis boxes behind discs)")
     series_limit: int | None = Field(None, ge=1, description="first N series (tests)")
+    report_split: Path | None = Field(
+        None,
+        description="a split.json ({'<cohort>/<patient>': 'fit' | 'select' | 'report'}): its lumbar515 "
+        "report patients are left out of training and CV, for `spinedx evaluate-discs --split`",
+    )
     backbone: str = "tf_efficientnet_lite0"
     pretrained: str = Field("imagenet", description="'imagenet', 'none' or a weights file")
     crop_size: int = Field(64, ge=32, le=256, description="network input side, px")

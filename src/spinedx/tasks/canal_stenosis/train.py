@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spinedx.data.folds import patient_folds
+from spinedx.data.folds import patient_folds, report_patients
 from spinedx.evaluation.grading import binary_task_metrics, youden_threshold
 from spinedx.io.atomic import atomic_path, atomic_write_text
-from spinedx.io.lumbar515 import read_lumbar515
+from spinedx.io.lumbar515 import centres_inside, read_lumbar515
 from spinedx.io.volumes import read_sagittal
 from spinedx.models.calibration import PlattScaler
 from spinedx.models.model_file import save_model_file
@@ -58,12 +58,7 @@ def found_discs(recipe: CanalStenosisRecipe, run_dir: Path) -> dict[str, list]:
         detections, _ = localizer.detect(read_sagittal(dataset.image_path(image_id)).pixels)
         reference = dataset.discs[dataset.discs["image_id"] == image_id]
         for detection in detections:
-            xmin, ymin, xmax, ymax = detection.box
-            centre_x = (reference["xmin"] + reference["xmax"]) / 2
-            centre_y = (reference["ymin"] + reference["ymax"]) / 2
-            inside = reference[
-                (centre_x >= xmin) & (centre_x <= xmax) & (centre_y >= ymin) & (centre_y <= ymax)
-            ]
+            inside = reference[centres_inside(reference, detection.box)]
             if len(inside) != 1:  # none, or two reference discs in one box: no clean label
                 continue
             samples["image_id"].append(image_id)
@@ -179,10 +174,19 @@ def train_canal_stenosis(
     atomic_write_text(run_dir / "recipe.json", json.dumps(recipe.model_dump(mode="json"), indent=2))
     samples = found_discs(recipe, run_dir)
     crops = sample_crops(recipe, samples, run_dir)
+    if recipe.report_split is not None:  # after the caches, which hold every patient
+        report = report_patients(recipe.report_split)
+        keep = [f"lumbar515/{patient}" not in report for patient in samples["patient"]]
+        samples = {key: [value for value, kept in zip(values, keep, strict=True) if kept]
+                   for key, values in samples.items()}  # fmt: skip
+        crops = crops[np.asarray(keep, dtype=bool)]
     labels = np.asarray(samples["stenosis"], dtype=np.int64)
     levels = level_index(samples["ivd_label"])
     patients = np.asarray(samples["patient"])
-    training = recipe.model_dump(mode="json", exclude={"threads", "bootstrap_resamples", "name", "version"})
+    unchanging = {"threads", "bootstrap_resamples", "name", "version"}
+    if recipe.report_split is None:
+        unchanging.add("report_split")  # so runs from before the option still resume
+    training = recipe.model_dump(mode="json", exclude=unchanging)
     folds = patient_folds(patients, recipe.folds, recipe.seed, what="canal stenosis cross-validation")
 
     def train_fold(fold: Fold) -> dict:

@@ -26,6 +26,18 @@ class GraderConfig(Strict):
     data_root: Path = Field(
         description="spider-sagittal layout folder ($SPINEDX_DATA/spider-sagittal when left out)"
     )
+    lumbar515_root: Path | None = Field(
+        None,
+        description="a lumbar515-sagittal folder to train on as well: the bundled localiser boxes each of "
+        "its series and a disc takes the grades of the reference disc box whose centre it holds (bulging, "
+        "spondylolisthesis, Pfirrmann); grades the cohort lacks are masked out of the loss and the metrics",
+    )
+    report_split: Path | None = Field(
+        None,
+        description="a split.json ({'<cohort>/<patient>': 'fit' | 'select' | 'report'}, as "
+        "research/grader_research.py fixes it): its report patients are left out of training and CV, so "
+        "`spinedx evaluate-discs --split` can score the final model on them end to end",
+    )
     crop_size: int = Field(96, ge=32, le=512, description="network input side, px")
     margin: float = Field(0.35, ge=0.0, le=2.0, description="context on each side, fraction of the box")
     pad: float = Field(1.25, ge=1.0, le=2.0, description="padded crop / view, room for augmentation")
@@ -37,6 +49,10 @@ class GraderConfig(Strict):
         "`spinedx reviews export` corrections); backbone, hidden, descriptors and margin must match it",
     )
     hidden: int = Field(256, ge=8)
+    level_input: bool = Field(True, description="feed the disc level (one-hot) beside the CNN features")
+    pfirrmann_head: Literal["coral", "softmax"] = Field(
+        "coral", description="'coral' (ordinal, cumulative logits) or 'softmax' (5 classes, cross-entropy)"
+    )
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     descriptors: bool = Field(True, description="feed region intensity descriptors beside the CNN features")
     freeze_blocks: int = Field(2, ge=0, description="stem + this many backbone stages stay frozen")
@@ -74,7 +90,9 @@ class GraderConfig(Strict):
     def fingerprint(self) -> str:
         """Hash of everything that changes training (not threads / bootstrap settings)."""
         skip = {"threads", "bootstrap_resamples", "specificity_target", "pfirrmann_decode"}
-        if not self.localizer_boxes:
-            skip.add("localizer_boxes")  # fingerprints of runs from before the option stay valid
+        # Options at their defaults stay out, so fingerprints of runs from before an option existed hold.
+        for name in ("localizer_boxes", "lumbar515_root", "report_split", "level_input", "pfirrmann_head"):
+            if getattr(self, name) == type(self).model_fields[name].default:
+                skip.add(name)
         payload = self.model_dump(mode="json", exclude=skip)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

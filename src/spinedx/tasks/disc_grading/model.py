@@ -35,6 +35,7 @@ from spinedx.tasks.disc_grading.network import (
     BINARY_TASKS,
     MODIC_GRADES,
     OUTPUT_ORDER,
+    PFIRRMANN_WIDTH,
     DiscGraderNet,
     disc_crops,
     level_index,
@@ -42,12 +43,23 @@ from spinedx.tasks.disc_grading.network import (
     padded_size,
     pfirrmann_grade,
     pfirrmann_probabilities,
+    pfirrmann_score,
     view_crops,
 )
 
 FORMAT = "spinedx.disc_grader/1"
 """Format tag of disc grader model files."""
 REGISTRY_NAME = "disc_grader"
+NETWORK_SETTINGS: tuple[str, ...] = (
+    "hidden",
+    "dropout",
+    "descriptors",
+    "margin",
+    "level_input",
+    "pfirrmann_head",
+)
+"""``DiscGraderNet`` arguments a grader file's ``model`` section records (with ``backbone``); files from
+before an argument existed rebuild with its default."""
 """Name of the bundled grader in the weights manifest."""
 EVIDENCE_PRIORITY: tuple[str, ...] = (
     "herniation",
@@ -76,7 +88,8 @@ class DiscGrader:
     ) -> None:
         self.model = model.eval()
         self.architecture = dict(architecture or {})
-        """``DiscGraderNet`` settings (backbone, hidden, dropout) that rebuild the eager network."""
+        """``DiscGraderNet`` settings (backbone, hidden, dropout, ...) that rebuild the eager network."""
+        self.pfirrmann_head = self.architecture.get("pfirrmann_head", "coral")
         self.crop_size = int(crop["size"])
         self.margin = float(crop["margin"])
         self.pad = float(crop["pad"])
@@ -133,8 +146,10 @@ class DiscGrader:
         # no_grad, not inference_mode: inference tensors cached by an eager network could not take part
         # in evidence()'s autograd afterwards.
         with torch.no_grad():
-            logits = predict_logits(self.model, crops, labels, self.crop_size)
-        return apply_calibration(logits, self.calibration)
+            logits = predict_logits(
+                self.model, crops, labels, self.crop_size, pfirrmann_head=self.pfirrmann_head
+            )
+        return apply_calibration(logits, self.calibration, self.pfirrmann_head)
 
     def evidence_finding(self, grades: dict[str, dict]) -> str:
         """The finding of one disc's :meth:`grade` entry that its heatmap should explain."""
@@ -169,7 +184,7 @@ class DiscGrader:
         with torch.enable_grad():
             outputs = self._forward_for_evidence(pixels, boxes, labels)
             logits = {key: outputs[key].detach().numpy() for key in ("binary", "pfirrmann", "modic")}
-            grades = self._grades(apply_calibration(logits, self.calibration))
+            grades = self._grades(apply_calibration(logits, self.calibration, self.pfirrmann_head))
             explained = [self.evidence_finding(grade) for grade in grades]
             return grades, explained, self._heatmaps(outputs, explained, boxes, np.shape(pixels))
 
@@ -183,7 +198,9 @@ class DiscGrader:
         self, outputs: dict[str, torch.Tensor], findings: list[str], boxes, shape
     ) -> list[np.ndarray]:
         maps = outputs["evidence_maps"]
-        targets = torch.stack([_target_logit(outputs, row, name) for row, name in enumerate(findings)])
+        targets = torch.stack(
+            [_target_logit(outputs, row, name, self.pfirrmann_head) for row, name in enumerate(findings)]
+        )
         (gradients,) = torch.autograd.grad(targets.sum(), maps)
         weights = gradients.mean(dim=(2, 3), keepdim=True)
         cams = torch.relu((weights * maps.detach()).sum(1, keepdim=True))
@@ -255,16 +272,19 @@ def _checked(boxes, ivd_labels) -> tuple[list[tuple[float, ...]], list[int]]:
     return boxes, labels
 
 
-def _target_logit(outputs: dict[str, torch.Tensor], row: int, finding: str) -> torch.Tensor:
-    """The logit of ``finding`` for crop ``row`` (Pfirrmann: its ordinal score, shared by every threshold)."""
+def _target_logit(
+    outputs: dict[str, torch.Tensor], row: int, finding: str, pfirrmann_head: str
+) -> torch.Tensor:
+    """The logit of ``finding`` for crop ``row`` (Pfirrmann: a score rising with the grade)."""
     if finding == "pfirrmann":
-        return outputs["pfirrmann"][row, 0]
+        return pfirrmann_score(outputs["pfirrmann"][row : row + 1], pfirrmann_head)[0]
     return outputs["binary"][row, BINARY_TASKS.index(finding)]
 
 
 @torch.no_grad()
-def predict_logits(model: DiscGraderNet, crops: np.ndarray, levels, size: int, batch_size: int = 64) -> dict:
-    """Raw logits of every head: ``binary`` (N, 6), ``pfirrmann`` (N, 4), ``modic`` (N, 4)."""
+def predict_logits(model: DiscGraderNet, crops: np.ndarray, levels, size: int, batch_size: int = 64,
+                   *, pfirrmann_head: str = "coral") -> dict:  # fmt: skip
+    """Raw logits of every head: ``binary`` (N, 6), ``pfirrmann`` (N, 4; softmax head: N, 5), ``modic`` (N, 4)."""
     model.eval()
     levels = torch.from_numpy(level_index(levels))
     crops_t = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
@@ -276,24 +296,34 @@ def predict_logits(model: DiscGraderNet, crops: np.ndarray, levels, size: int, b
             parts[key].append(outputs[key].numpy())
     return {
         key: np.concatenate(value) if value else np.zeros((0, width), dtype=np.float32)
-        for (key, value), width in zip(parts.items(), (len(BINARY_TASKS), 4, len(MODIC_GRADES)), strict=True)
+        for (key, value), width in zip(
+            parts.items(),
+            (len(BINARY_TASKS), PFIRRMANN_WIDTH[pfirrmann_head], len(MODIC_GRADES)),
+            strict=True,
+        )
     }
 
 
-def pfirrmann_probs_np(cumulative_logits: np.ndarray) -> np.ndarray:
-    return pfirrmann_probabilities(torch.as_tensor(np.asarray(cumulative_logits, dtype=np.float64))).numpy()
+def pfirrmann_probs_np(logits: np.ndarray, head: str = "coral") -> np.ndarray:
+    return pfirrmann_probabilities(torch.as_tensor(np.asarray(logits, dtype=np.float64)), head).numpy()
 
 
-def apply_calibration(logits: dict, calibration: dict | None) -> dict[str, np.ndarray]:
+def apply_calibration(
+    logits: dict, calibration: dict | None, pfirrmann_head: str = "coral"
+) -> dict[str, np.ndarray]:
     """Probabilities of raw logits: ``binary`` (N, 6), ``pfirrmann`` (N, 5), ``modic`` (N, 4).
 
-    ``calibration`` None gives the uncalibrated probabilities (sigmoid / CORAL / softmax).
+    ``calibration`` None gives the uncalibrated probabilities (sigmoid / CORAL or softmax / softmax).
     """
     binary = np.asarray(logits["binary"], dtype=np.float64)
+
+    def pfirrmann_probs(values: np.ndarray) -> np.ndarray:
+        return pfirrmann_probs_np(values, pfirrmann_head)
+
     if calibration is None:
         return {
             "binary": expit(binary),
-            "pfirrmann": pfirrmann_probs_np(logits["pfirrmann"]),
+            "pfirrmann": pfirrmann_probs(logits["pfirrmann"]),
             "modic": softmax_probabilities(logits["modic"]),
         }
     columns = [
@@ -302,7 +332,7 @@ def apply_calibration(logits: dict, calibration: dict | None) -> dict[str, np.nd
     return {
         "binary": np.stack(columns, 1) if columns else binary,
         "pfirrmann": TemperatureScaler(**calibration["pfirrmann"]).apply(
-            logits["pfirrmann"], pfirrmann_probs_np
+            logits["pfirrmann"], pfirrmann_probs
         ),
         "modic": TemperatureScaler(**calibration["modic"]).apply(logits["modic"]),
     }
@@ -310,11 +340,7 @@ def apply_calibration(logits: dict, calibration: dict | None) -> dict[str, np.nd
 
 def grader_network(architecture: dict[str, Any], weights: dict[str, torch.Tensor]) -> DiscGraderNet:
     """The eager network: ``architecture`` (a grader file's ``model`` settings) with float32 ``weights``."""
-    network = DiscGraderNet(
-        architecture["backbone"],
-        pretrained="none",
-        hidden=architecture["hidden"],
-        dropout=architecture["dropout"],
-    )
+    settings = {key: architecture[key] for key in NETWORK_SETTINGS if key in architecture}
+    network = DiscGraderNet(architecture["backbone"], pretrained="none", **settings)
     network.load_state_dict(weights)
     return network.eval()

@@ -13,7 +13,8 @@ Outputs (a dict of logits, see :data:`GRADE_TASKS`):
 
 ``binary``    ``(N, 6)``: one logit per :data:`BINARY_TASKS` task.
 ``pfirrmann`` ``(N, 4)``: CORAL cumulative logits ``logit P(grade > k)`` for k = 1..4, one shared
-              score minus four ordered thresholds (rank-consistent).
+              score minus four ordered thresholds (rank-consistent); with
+              ``pfirrmann_head="softmax"`` ``(N, 5)`` class logits for grades 1..5 instead.
 ``modic``     ``(N, 4)``: class logits for Modic 0..3.
 ``evidence_maps`` ``(N, C, S/16, S/16)``: activations of the backbone stage at stride
               :data:`EVIDENCE_REDUCTION`, which Grad-CAM weighs by their gradients
@@ -70,10 +71,12 @@ GRADE_TASKS: dict[str, GradeTask] = {
 OUTPUT_ORDER: tuple[str, ...] = GRADE_COLUMNS
 """Key order of :meth:`spinedx.tasks.disc_grading.model.DiscGrader.grade` results (SPIDER's)."""
 N_LEVELS = 10
+"""Level one-hot size: ivd_label 0..9 (labels above 9, thoracic discs rarely graded, share 9)."""
 EVIDENCE_REDUCTION = 16
 """Grad-CAM reads the backbone stage at this stride: the last stage (32) is 3x3 on a 96-px crop, too
 coarse to tell the disc from its posterior margin and the canal."""
-"""Level one-hot size: ivd_label 0..9 (labels above 9, thoracic discs rarely graded, share 9)."""
+PFIRRMANN_WIDTH: dict[str, int] = {"coral": len(PFIRRMANN_GRADES) - 1, "softmax": len(PFIRRMANN_GRADES)}
+"""Pfirrmann head kind -> logits per disc: CORAL cumulative logits, or 5-class logits (cross-entropy)."""
 
 
 def level_index(ivd_labels) -> np.ndarray:
@@ -247,12 +250,18 @@ class DiscGraderNet(nn.Module):
         n_levels: int = N_LEVELS,
         descriptors: bool = True,
         margin: float = 0.35,
+        level_input: bool = True,
+        pfirrmann_head: str = "coral",
     ):
         super().__init__()
         import timm  # here, not at import: analysis runs the traced program without timm
 
         if backbone not in timm.list_models():
             raise InputError(f"model.backbone: unknown timm model '{backbone}'")
+        if pfirrmann_head not in PFIRRMANN_WIDTH:
+            raise InputError(
+                f"model.pfirrmann_head: expected one of {list(PFIRRMANN_WIDTH)}, got '{pfirrmann_head}'"
+            )
         self.backbone_name = backbone
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
         self.weights_source = load_pretrained(self.backbone, backbone, pretrained)
@@ -260,6 +269,9 @@ class DiscGraderNet(nn.Module):
         self.register_buffer("mean", torch.tensor(config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
         self.n_levels = n_levels
+        self.level_input = bool(level_input)
+        n_level_inputs = n_levels if level_input else 0
+        self.pfirrmann_head = pfirrmann_head
         self.use_descriptors = descriptors
         self.margin = float(margin)
         self._masks: dict[int, torch.Tensor] = {}
@@ -275,14 +287,19 @@ class DiscGraderNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.shared = nn.Sequential(
-            nn.Linear(channels + n_descriptors + n_levels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
+            nn.Linear(channels + n_descriptors + n_level_inputs, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
         )
-        width = hidden + n_descriptors + n_levels
+        width = hidden + n_descriptors + n_level_inputs
         self.binary = nn.Linear(width, len(BINARY_TASKS))
-        self.pfirrmann_score = nn.Linear(width, 1)
-        # Ordered thresholds: first one free, then positive gaps (softplus), so P(>k) decreases in k.
-        self.pfirrmann_first = nn.Parameter(torch.tensor(-1.5))
-        self.pfirrmann_gaps = nn.Parameter(torch.full((len(PFIRRMANN_GRADES) - 2,), math.log(math.e - 1)))
+        if pfirrmann_head == "softmax":
+            self.pfirrmann_logits = nn.Linear(width, len(PFIRRMANN_GRADES))
+        else:
+            self.pfirrmann_score = nn.Linear(width, 1)
+            # Ordered thresholds: first one free, then positive gaps (softplus), so P(>k) decreases in k.
+            self.pfirrmann_first = nn.Parameter(torch.tensor(-1.5))
+            self.pfirrmann_gaps = nn.Parameter(torch.full((len(PFIRRMANN_GRADES) - 2,), math.log(math.e - 1)))
         self.modic = nn.Linear(width, len(MODIC_GRADES))
 
     def descriptors(self, images: torch.Tensor) -> torch.Tensor:
@@ -309,15 +326,22 @@ class DiscGraderNet(nn.Module):
         return final, evidence
 
     def forward(self, images: torch.Tensor, levels: torch.Tensor) -> dict[str, torch.Tensor]:
-        onehot = F.one_hot(levels.long().clamp(0, self.n_levels - 1), self.n_levels).to(images.dtype)
         described = self.descriptors(images)
+        if self.level_input:
+            onehot = F.one_hot(levels.long().clamp(0, self.n_levels - 1), self.n_levels).to(images.dtype)
+            side = torch.cat([described, onehot], 1)
+        else:
+            side = described
         final_maps, evidence_maps = self.feature_maps(images)
         pooled = self.dropout(self.pool(final_maps).flatten(1))
-        side = torch.cat([described, onehot], 1)
         hidden = torch.cat([self.shared(torch.cat([pooled, side], 1)), side], 1)
+        if self.pfirrmann_head == "softmax":
+            pfirrmann = self.pfirrmann_logits(hidden)
+        else:
+            pfirrmann = self.pfirrmann_score(hidden) - self.thresholds().view(1, -1)
         return {
             "binary": self.binary(hidden),
-            "pfirrmann": self.pfirrmann_score(hidden) - self.thresholds().view(1, -1),
+            "pfirrmann": pfirrmann,
             "modic": self.modic(hidden),
             "evidence_maps": evidence_maps,
         }
@@ -354,8 +378,24 @@ class DiscGraderNet(nn.Module):
 # --------------------------------------------------------------------------- outputs
 
 
-def pfirrmann_probabilities(cumulative_logits: torch.Tensor) -> torch.Tensor:
-    """CORAL cumulative logits ``(N, 4)`` -> grade probabilities ``(N, 5)`` (rows sum to 1)."""
+def pfirrmann_probabilities(logits: torch.Tensor, head: str = "coral") -> torch.Tensor:
+    """Pfirrmann logits -> grade probabilities ``(N, 5)`` (rows sum to 1): CORAL cumulative logits
+    ``(N, 4)``, or with ``head="softmax"`` class logits ``(N, 5)``."""
+    if head == "softmax":
+        return torch.softmax(logits, 1)
+    return _coral_probabilities(logits)
+
+
+def pfirrmann_score(logits: torch.Tensor, head: str = "coral") -> torch.Tensor:
+    """One differentiable score per disc that rises with degeneration (what Grad-CAM explains):
+    the CORAL head's shared score, or the softmax head's expected grade."""
+    if head == "softmax":
+        grades = torch.arange(len(PFIRRMANN_GRADES), dtype=logits.dtype) + PFIRRMANN_GRADES[0]
+        return torch.softmax(logits, 1) @ grades
+    return logits[:, 0]
+
+
+def _coral_probabilities(cumulative_logits: torch.Tensor) -> torch.Tensor:
     above = torch.sigmoid(cumulative_logits)
     ones = torch.ones_like(above[:, :1])
     zeros = torch.zeros_like(above[:, :1])

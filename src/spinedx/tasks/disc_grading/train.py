@@ -45,8 +45,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from spinedx.data.folds import patient_folds as assign_patient_folds
+from spinedx.data.folds import report_patients
 from spinedx.errors import InputError
 from spinedx.evaluation.calibration import expected_calibration_error
 from spinedx.evaluation.grading import (
@@ -57,6 +59,7 @@ from spinedx.evaluation.grading import (
 )
 from spinedx.io.atomic import atomic_path, atomic_write_text
 from spinedx.io.images import read_image
+from spinedx.io.lumbar515 import centres_inside, read_lumbar515
 from spinedx.io.spider import level_name, read_spider
 from spinedx.models.calibration import PlattScaler, TemperatureScaler
 from spinedx.models.model_file import save_model_file
@@ -75,6 +78,7 @@ from spinedx.tasks.disc_grading.network import (
     BINARY_TASKS,
     MODIC_GRADES,
     PFIRRMANN_GRADES,
+    PFIRRMANN_WIDTH,
     DiscGraderNet,
     disc_crops,
     jitter_intensity,
@@ -99,24 +103,32 @@ GRADER_NAME = "disc_grader.pt"
 REFERENCE = "reference"
 LOCALIZER = "localizer"
 LOCALIZER_CACHE = "localizer_boxes.csv"
+LUMBAR515 = "lumbar515"
+"""Cohort name of lumbar515 discs; their ``patient`` and ``image_id`` carry it as a prefix
+(``lumbar515/<id>``), so they never collide with SPIDER's."""
+LUMBAR515_GRADES = ("bulging", "spondylolisthesis", "pfirrmann")
+"""What lumbar515 labels of the grader's outputs; the rest of its grades are NaN (masked)."""
 _DETECTION_COLUMNS = ["image_id", "ivd_label", "level", "xmin", "ymin", "xmax", "ymax", "score"]
 
 
 @dataclass
 class GradingData:
     table: pd.DataFrame
-    """One row per disc (discs.csv columns + ``box_source``: "reference" or "localizer"), index 0..N-1."""
+    """One row per disc (discs.csv columns + ``box_source``: "reference" or "localizer", + ``cohort``),
+    index 0..N-1; a grade a disc's cohort does not label is NaN."""
     crops: np.ndarray
     """(N, P, P) float32 padded, normalised crops."""
 
 
 def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> GradingData:
-    """Read the boxed discs of ``config.data_root`` and cut their crops.
+    """Read the boxed discs of ``config.data_root`` (and ``config.lumbar515_root``) and cut their crops.
 
     With ``config.localizer_boxes`` the discs the bundled localiser finds on every series without
     reference boxes are added (``box_source`` "localizer"), graded from gradings.csv by
     (patient, ivd_label); discs without a grading row are left out. The localiser never sees
     grades. Its detections are cached in ``cache_dir/localizer_boxes.csv`` (per localiser sha256).
+    lumbar515 discs are all localiser-boxed (see :func:`_lumbar515_rows`). ``config.report_split``
+    leaves its report patients out.
     """
     dataset = read_spider(config.data_root)
     table = dataset.discs.reset_index(drop=True)
@@ -127,13 +139,21 @@ def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> Gr
         extra = _localizer_rows(dataset, table, cache_dir)
         if not extra.empty:
             table = pd.concat([table, extra[table.columns]], ignore_index=True)
+    table["cohort"] = "spider"
+    image_paths = {str(image_id): dataset.image_path(image_id) for image_id in table["image_id"]}
+    if config.lumbar515_root is not None:
+        extra, extra_paths = _lumbar515_rows(config.lumbar515_root, table.columns, cache_dir)
+        table = pd.concat([table, extra], ignore_index=True)
+        image_paths.update(extra_paths)
+    if config.report_split is not None:
+        table = table[~_report_patients(table, config.report_split)].reset_index(drop=True)
     if config.max_patients is not None:
         keep = sorted(table["patient"].unique(), key=natural_key)[: config.max_patients]
         table = table[table["patient"].isin(keep)].reset_index(drop=True)
     parts: list[np.ndarray] = []
     order: list[np.ndarray] = []
     for image_id, rows in table.groupby("image_id", sort=False):
-        pixels = read_image(dataset.image_path(image_id)).pixels
+        pixels = read_image(image_paths[str(image_id)]).pixels
         boxes = rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy()
         parts.append(disc_crops(pixels, boxes, config.crop_size, config.margin, config.pad))
         order.append(rows.index.to_numpy())
@@ -151,29 +171,63 @@ def _load_localizer():
     return DiscLocalizer.load(entry.path), entry.sha256
 
 
-def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) -> pd.DataFrame:
-    """Graded localiser discs on the series of ``dataset`` that have no reference boxes."""
-    boxed = set(reference["image_id"].astype(str))
-    graded = set(dataset.gradings["patient"].astype(str))
-    series = dataset.series[
-        ~dataset.series["image_id"].astype(str).isin(boxed)
-        & dataset.series["patient"].astype(str).isin(graded)
+def _report_patients(table: pd.DataFrame, split_path: Path) -> np.ndarray:
+    """Rows whose patient is a report patient of ``split_path`` (:func:`spinedx.data.folds.report_patients`)."""
+    report = report_patients(split_path)
+    keys = [
+        patient if cohort == LUMBAR515 else f"{cohort}/{patient}"
+        for cohort, patient in zip(table["cohort"], table["patient"].astype(str), strict=True)
     ]
-    if series.empty:
-        return pd.DataFrame(columns=reference.columns)
+    return np.array([key in report for key in keys], dtype=bool)
+
+
+def _lumbar515_rows(root: Path, columns, cache_dir: Path | None) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """The discs the bundled localiser finds on every lumbar515 series, graded from the one reference
+    disc box whose centre they hold (detections holding none or two are left out), as analysis would
+    box them; and each (prefixed) image id's file."""
+    dataset = read_lumbar515(root)
+    image_ids = dataset.series["image_id"].astype(str).tolist()
+    cache = Path(cache_dir) / f"{LUMBAR515}_{LOCALIZER_CACHE}" if cache_dir is not None else None
+    detections = _detections(image_ids, dataset.image_path, cache)
+    reference = dataset.discs.astype({"image_id": str})
+    by_image = {image_id: rows for image_id, rows in reference.groupby("image_id")}
+    rows = []
+    for detection in detections.itertuples():
+        discs = by_image.get(detection.image_id)
+        if discs is None:
+            continue
+        inside = centres_inside(discs, (detection.xmin, detection.ymin, detection.xmax, detection.ymax))
+        if inside.sum() != 1:  # none, or two reference discs in one box: no clean label
+            continue
+        disc = discs.iloc[int(np.flatnonzero(inside)[0])]
+        rows.append(
+            {"image_id": f"{LUMBAR515}/{detection.image_id}", "patient": f"{LUMBAR515}/{disc['patient']}"}
+            | {"sequence": disc["sequence"], "ivd_label": int(detection.ivd_label)}
+            | {"level": level_name(int(detection.ivd_label))}
+            | {name: float(getattr(detection, name)) for name in ("xmin", "ymin", "xmax", "ymax")}
+            | {name: np.nan if pd.isna(disc[name]) else float(disc[name]) for name in LUMBAR515_GRADES}
+            | {"box_source": LOCALIZER, "cohort": LUMBAR515}
+        )
+    table = pd.DataFrame(rows).reindex(columns=list(columns))
+    paths = {f"{LUMBAR515}/{image_id}": dataset.image_path(image_id) for image_id in image_ids}
+    return table, paths
+
+
+def _detections(image_ids: list[str], image_path, cache: Path | None) -> pd.DataFrame:
+    """Bundled-localiser detections (:data:`_DETECTION_COLUMNS`) on each image, cached in ``cache``
+    per localiser sha256, so a rerun only localises new series; no rows with ``ivd_label`` < 1."""
     localizer, sha = _load_localizer()
-    cache = Path(cache_dir) / LOCALIZER_CACHE if cache_dir is not None else None
     detections = pd.DataFrame(columns=[*_DETECTION_COLUMNS, "localizer_sha256"])
     if cache is not None and cache.is_file():
         detections = pd.read_csv(cache, dtype={"image_id": str, "localizer_sha256": str})
         detections = detections[detections["localizer_sha256"] == sha]
     done = set(detections["image_id"].astype(str))
-    todo = [i for i in series["image_id"].astype(str) if i not in done]
+    todo = [i for i in image_ids if i not in done]
     if todo:
         rows = []
         began = time.perf_counter()
-        for image_id in todo:
-            found, _ = localizer.detect(read_image(dataset.image_path(image_id)).pixels)
+        for image_id in tqdm(todo, desc="localise", unit="series", disable=None):
+            found, _ = localizer.detect(read_image(image_path(image_id)).pixels)
             if not found:  # remember the series was looked at
                 rows.append({"image_id": image_id, "ivd_label": -1, "level": "", "score": 0.0})
             for d in found:
@@ -190,13 +244,26 @@ def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) ->
             with atomic_path(cache) as tmp:
                 detections.to_csv(tmp, index=False, float_format="%.3f")
     detections = detections[
-        detections["image_id"].astype(str).isin(set(series["image_id"].astype(str)))
-        & (detections["ivd_label"].astype(int) > 0)
+        detections["image_id"].astype(str).isin(set(image_ids)) & (detections["ivd_label"].astype(int) > 0)
     ].copy()
     detections["image_id"] = detections["image_id"].astype(str)
     detections["ivd_label"] = detections["ivd_label"].astype(int)
     # One box per (series, level): the strongest, should the localiser ever repeat a label.
-    detections = detections.sort_values("score", ascending=False).drop_duplicates(["image_id", "ivd_label"])
+    return detections.sort_values("score", ascending=False).drop_duplicates(["image_id", "ivd_label"])
+
+
+def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) -> pd.DataFrame:
+    """Graded localiser discs on the series of ``dataset`` that have no reference boxes."""
+    boxed = set(reference["image_id"].astype(str))
+    graded = set(dataset.gradings["patient"].astype(str))
+    series = dataset.series[
+        ~dataset.series["image_id"].astype(str).isin(boxed)
+        & dataset.series["patient"].astype(str).isin(graded)
+    ]
+    if series.empty:
+        return pd.DataFrame(columns=reference.columns)
+    cache = Path(cache_dir) / LOCALIZER_CACHE if cache_dir is not None else None
+    detections = _detections(series["image_id"].astype(str).tolist(), dataset.image_path, cache)
     meta = series[["image_id", "patient", "sequence"]].astype({"image_id": str})
     gradings = dataset.gradings.drop(columns=["level"]).astype({"patient": str})
     rows = detections.drop(columns=["level"]).merge(meta.astype({"patient": str}), on="image_id")
@@ -248,14 +315,22 @@ def patient_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
 
 
 def _grouped_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    return assign_patient_folds(table["patient"], n_folds, seed, strata=table["herniation"], what="grader CV")
+    """Stratified by cohort and herniation (the rarest finding; unlabelled where the cohort lacks it)."""
+    herniation = table["herniation"].fillna(-1).astype(int).astype(str)
+    strata = _cohorts(table) + ":" + herniation
+    return assign_patient_folds(table["patient"], n_folds, seed, strata=strata, what="grader CV")
+
+
+def _cohorts(table: pd.DataFrame) -> pd.Series:
+    return table["cohort"] if "cohort" in table.columns else pd.Series("spider", index=table.index)
 
 
 def _targets(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Float targets, NaN where the disc's cohort does not label the grade."""
     return {
         "binary": np.array(table[list(BINARY_TASKS)].to_numpy(np.float32)),
-        "pfirrmann": np.array(table["pfirrmann"].to_numpy(np.int64)),
-        "modic": np.array(table["modic"].to_numpy(np.int64)),
+        "pfirrmann": np.array(table["pfirrmann"].to_numpy(np.float32)),
+        "modic": np.array(table["modic"].to_numpy(np.float32)),
         "level": np.array(level_index(table["ivd_label"])),
     }
 
@@ -272,6 +347,8 @@ def build_model(config: GraderConfig, *, pretrained: str | None = None) -> DiscG
         dropout=config.dropout,
         descriptors=config.descriptors,
         margin=config.margin,
+        level_input=config.level_input,
+        pfirrmann_head=config.pfirrmann_head,
     )
     if start is not None:
         try:
@@ -294,8 +371,8 @@ def _initial_weights(init: str) -> dict[str, torch.Tensor]:
 
 
 def _pos_weight(binary: np.ndarray, power: float) -> torch.Tensor:
-    positives = binary.sum(0)
-    negatives = len(binary) - positives
+    positives = np.nansum(binary, 0)
+    negatives = (~np.isnan(binary)).sum(0) - positives
     ratio = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
     return torch.tensor(np.maximum(ratio, 1e-3) ** power, dtype=torch.float32)
 
@@ -308,15 +385,34 @@ def grader_loss(
     *,
     pos_weight: torch.Tensor,
     weights: tuple[float, float, float] = (1.0, 1.0, 0.5),
+    pfirrmann_head: str = "coral",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of: binary BCE (pos_weight), CORAL BCE on ``grade > k``, Modic cross-entropy."""
-    bce = F.binary_cross_entropy_with_logits(outputs["binary"], binary, pos_weight=pos_weight)
-    levels = torch.arange(PFIRRMANN_GRADES[0], PFIRRMANN_GRADES[-1], device=pfirrmann.device)
-    above = (pfirrmann[:, None] > levels[None, :]).float()
-    coral = F.binary_cross_entropy_with_logits(outputs["pfirrmann"], above)
-    ce = F.cross_entropy(outputs["modic"], modic - MODIC_GRADES[0])
-    total = weights[0] * bce + weights[1] * coral + weights[2] * ce
-    return total, {"binary": bce.item(), "pfirrmann": coral.item(), "modic": ce.item()}
+    """Weighted sum of: binary BCE (pos_weight), Pfirrmann (CORAL BCE on ``grade > k``, or 5-class
+    cross-entropy), Modic cross-entropy; each over the labelled targets only (NaN = not labelled)."""
+    labelled = ~torch.isnan(binary)
+    each = F.binary_cross_entropy_with_logits(
+        outputs["binary"], torch.nan_to_num(binary), pos_weight=pos_weight, reduction="none"
+    )
+    bce = (each * labelled).sum() / labelled.sum().clamp_min(1)
+    graded = ~torch.isnan(pfirrmann)
+    grade = pfirrmann[graded].long()
+    if pfirrmann_head == "softmax":
+        pfirrmann_loss = _masked_mean(
+            F.cross_entropy, outputs["pfirrmann"][graded], grade - PFIRRMANN_GRADES[0]
+        )
+    else:
+        levels = torch.arange(PFIRRMANN_GRADES[0], PFIRRMANN_GRADES[-1], device=pfirrmann.device)
+        above = (grade[:, None] > levels[None, :]).float()
+        pfirrmann_loss = _masked_mean(F.binary_cross_entropy_with_logits, outputs["pfirrmann"][graded], above)
+    typed = ~torch.isnan(modic)
+    ce = _masked_mean(F.cross_entropy, outputs["modic"][typed], modic[typed].long() - MODIC_GRADES[0])
+    total = weights[0] * bce + weights[1] * pfirrmann_loss + weights[2] * ce
+    return total, {"binary": bce.item(), "pfirrmann": pfirrmann_loss.item(), "modic": ce.item()}
+
+
+def _masked_mean(loss, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``loss(logits, target)`` (mean), or 0 for a batch without a labelled row."""
+    return loss(logits, target) if len(logits) else logits.sum() * 0.0
 
 
 def _optimizer(model: DiscGraderNet, config: GraderConfig) -> torch.optim.Optimizer:
@@ -377,7 +473,8 @@ class _GraderHooks(TrainingHooks):
                                   brightness=aug.brightness, noise=aug.noise)  # fmt: skip
         outputs = self.model(images, self.level[index])
         loss, parts = grader_loss(outputs, self.binary[index], self.pfirrmann[index], self.modic[index],
-                                  pos_weight=self.pos_weight, weights=self.weights)  # fmt: skip
+                                  pos_weight=self.pos_weight, weights=self.weights,
+                                  pfirrmann_head=self.config.pfirrmann_head)  # fmt: skip
         return StepResult(loss, len(index), parts)
 
 
@@ -411,21 +508,28 @@ def fit_grader(
 # --------------------------------------------------------------------------- calibration
 
 
-def fit_calibration(logits: dict, table: pd.DataFrame) -> dict:
-    """Platt scaling per binary task, temperature for Pfirrmann (CORAL) and Modic; Youden operating points."""
+def fit_calibration(logits: dict, table: pd.DataFrame, pfirrmann_head: str = "coral") -> dict:
+    """Platt scaling per binary task, temperature for Pfirrmann and Modic, Youden operating points;
+    each fitted on the discs that label it (identity and 0.5 for a grade no disc labels)."""
     targets = _targets(table)
     binary = {}
     thresholds = {}
     for j, task in enumerate(BINARY_TASKS):
-        scaler = PlattScaler.fit(logits["binary"][:, j], targets["binary"][:, j])
+        labelled = ~np.isnan(targets["binary"][:, j])
+        y = targets["binary"][labelled, j].astype(np.int64)
+        scaler = PlattScaler.fit(logits["binary"][labelled, j], y)
         binary[task] = scaler.as_dict()
-        thresholds[task] = youden_threshold(
-            targets["binary"][:, j].astype(np.int64), scaler.apply(logits["binary"][:, j])
-        )
+        thresholds[task] = youden_threshold(y, scaler.apply(logits["binary"][labelled, j])) if len(y) else 0.5
+    graded = ~np.isnan(targets["pfirrmann"])
     pfirrmann = TemperatureScaler.fit(
-        logits["pfirrmann"], targets["pfirrmann"] - PFIRRMANN_GRADES[0], pfirrmann_probs_np
+        logits["pfirrmann"][graded],
+        targets["pfirrmann"][graded].astype(np.int64) - PFIRRMANN_GRADES[0],
+        lambda values: pfirrmann_probs_np(values, pfirrmann_head),
     )
-    modic = TemperatureScaler.fit(logits["modic"], targets["modic"] - MODIC_GRADES[0])
+    typed = ~np.isnan(targets["modic"])
+    modic = TemperatureScaler.fit(
+        logits["modic"][typed], targets["modic"][typed].astype(np.int64) - MODIC_GRADES[0]
+    )
     return {
         "binary": binary,
         "pfirrmann": pfirrmann.as_dict(),
@@ -443,22 +547,27 @@ def level_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndar
     test_levels = level_index(test["ivd_label"])
 
     def distribution(values: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
-        overall = np.array([(values == c).mean() for c in classes])
+        labelled = ~np.isnan(values)
+        overall = (
+            np.array([(values[labelled] == c).mean() for c in classes])
+            if labelled.any()
+            else np.full(len(classes), 1.0 / len(classes))
+        )
         out = np.empty((len(test), len(classes)))
         for i, level in enumerate(test_levels):
-            inside = values[train_levels == level]
+            inside = values[(train_levels == level) & labelled]
             out[i] = [(inside == c).mean() for c in classes] if len(inside) else overall
         return out
 
     binary = (
-        np.stack([distribution(train[task].to_numpy(), (0, 1))[:, 1] for task in BINARY_TASKS], 1)
+        np.stack([distribution(train[task].to_numpy(np.float64), (0, 1))[:, 1] for task in BINARY_TASKS], 1)
         if BINARY_TASKS
         else np.zeros((len(test), 0))
     )
     return {
         "binary": binary,
-        "pfirrmann": distribution(train["pfirrmann"].to_numpy(), PFIRRMANN_GRADES),
-        "modic": distribution(train["modic"].to_numpy(), MODIC_GRADES),
+        "pfirrmann": distribution(train["pfirrmann"].to_numpy(np.float64), PFIRRMANN_GRADES),
+        "modic": distribution(train["modic"].to_numpy(np.float64), MODIC_GRADES),
     }
 
 
@@ -473,45 +582,60 @@ def _metrics(
     *,
     pfirrmann_pred: np.ndarray,
 ) -> dict:
+    """Metrics of every grade the discs of ``table`` label (a binary grade needs both classes)."""
     groups = table["patient"].astype(str).to_numpy()
     targets = _targets(table)
     out: dict = {}
     for j, task in enumerate(BINARY_TASKS):
+        labelled = ~np.isnan(targets["binary"][:, j])
+        if len(np.unique(targets["binary"][labelled, j])) < 2:
+            continue
         out[task] = binary_task_metrics(
-            targets["binary"][:, j].astype(np.int64),
-            probs["binary"][:, j],
-            threshold=thresholds[:, j],
-            groups=groups,
+            targets["binary"][labelled, j].astype(np.int64),
+            probs["binary"][labelled, j],
+            threshold=thresholds[labelled, j],
+            groups=groups[labelled],
             n_resamples=config.bootstrap_resamples,
             seed=config.seed,
             specificity_target=config.specificity_target,
         )
-    out["pfirrmann"] = ordinal_metrics(
-        targets["pfirrmann"],
-        pfirrmann_pred,
-        labels=PFIRRMANN_GRADES,
-        groups=groups,
-        n_resamples=config.bootstrap_resamples,
-        seed=config.seed,
-    )
-    out["pfirrmann"]["ece"] = expected_calibration_error(probs["pfirrmann"], targets["pfirrmann"] - 1)
-    modic_pred = probs["modic"].argmax(1) + MODIC_GRADES[0]
-    out["modic"] = multiclass_metrics(
-        targets["modic"], modic_pred, groups=groups, n_resamples=config.bootstrap_resamples, seed=config.seed
-    )
-    out["modic"]["ece"] = expected_calibration_error(probs["modic"], targets["modic"] - MODIC_GRADES[0])
+    graded = ~np.isnan(targets["pfirrmann"])
+    if graded.any():
+        truth = targets["pfirrmann"][graded].astype(np.int64)
+        out["pfirrmann"] = ordinal_metrics(
+            truth,
+            pfirrmann_pred[graded],
+            labels=PFIRRMANN_GRADES,
+            groups=groups[graded],
+            n_resamples=config.bootstrap_resamples,
+            seed=config.seed,
+        )
+        out["pfirrmann"]["ece"] = expected_calibration_error(
+            probs["pfirrmann"][graded], truth - PFIRRMANN_GRADES[0]
+        )
+    typed = ~np.isnan(targets["modic"])
+    if typed.any():
+        truth = targets["modic"][typed].astype(np.int64)
+        modic_pred = probs["modic"][typed].argmax(1) + MODIC_GRADES[0]
+        out["modic"] = multiclass_metrics(
+            truth, modic_pred, groups=groups[typed], n_resamples=config.bootstrap_resamples, seed=config.seed
+        )
+        out["modic"]["ece"] = expected_calibration_error(probs["modic"][typed], truth - MODIC_GRADES[0])
     return out
 
 
 def _summary(metrics: dict) -> dict[str, float]:
-    """Point estimates only, for a one-glance comparison."""
+    """Point estimates only, for a one-glance comparison (of the grades ``metrics`` holds)."""
     out = {}
     for task in BINARY_TASKS:
-        out[f"{task}_auroc"] = metrics[task]["auroc"]["estimate"]
-        out[f"{task}_ap"] = metrics[task]["average_precision"]["estimate"]
-    out["pfirrmann_kappa"] = metrics["pfirrmann"]["kappa_quadratic"]["estimate"]
-    out["pfirrmann_balanced_accuracy"] = metrics["pfirrmann"]["balanced_accuracy"]["estimate"]
-    out["modic_accuracy"] = metrics["modic"]["accuracy"]["estimate"]
+        if task in metrics:
+            out[f"{task}_auroc"] = metrics[task]["auroc"]["estimate"]
+            out[f"{task}_ap"] = metrics[task]["average_precision"]["estimate"]
+    if "pfirrmann" in metrics:
+        out["pfirrmann_kappa"] = metrics["pfirrmann"]["kappa_quadratic"]["estimate"]
+        out["pfirrmann_balanced_accuracy"] = metrics["pfirrmann"]["balanced_accuracy"]["estimate"]
+    if "modic" in metrics:
+        out["modic_accuracy"] = metrics["modic"]["accuracy"]["estimate"]
     return out
 
 
@@ -537,9 +661,10 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
     table = data.table
     folds = patient_folds(table, config.folds, config.seed)
     n = len(table)
+    head = config.pfirrmann_head
     logits = {
         "binary": np.zeros((n, len(BINARY_TASKS))),
-        "pfirrmann": np.zeros((n, len(PFIRRMANN_GRADES) - 1)),
+        "pfirrmann": np.zeros((n, PFIRRMANN_WIDTH[head])),
         "modic": np.zeros((n, len(MODIC_GRADES))),
     }
     discs = [
@@ -553,7 +678,11 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
                                 seed=config.seed * 1000 + fold.index, log_prefix=f"fold {fold.index}: ")  # fmt: skip
         train_seconds = time.perf_counter() - began
         predicted = predict_logits(
-            model, data.crops[fold.test], table["ivd_label"].iloc[fold.test], config.crop_size
+            model,
+            data.crops[fold.test],
+            table["ivd_label"].iloc[fold.test],
+            config.crop_size,
+            pfirrmann_head=head,
         )
         _save_npz(fold.dir / FOLD_PREDICTIONS, **predicted)
         return {"train_seconds": train_seconds, "resumed_from_epoch": fit["resumed_from_epoch"],
@@ -572,7 +701,7 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
         fold_info[-1]["seconds_per_epoch"] = float(np.mean([h["seconds"] for h in info["history"]]))
 
     # Cross-fitted calibration, thresholds and level baseline: fold k only sees the other folds.
-    raw = apply_calibration(logits, None)
+    raw = apply_calibration(logits, None, head)
     calibrated = {key: np.zeros_like(value) for key, value in raw.items()}
     thresholds = np.zeros((n, len(BINARY_TASKS)))
     baseline = {key: np.zeros_like(value) for key, value in raw.items()}
@@ -581,8 +710,8 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
     for run in runs:
         test = folds == run.fold.index
         train = ~test
-        calibration = fit_calibration({key: v[train] for key, v in logits.items()}, table[train])
-        probs = apply_calibration({key: v[test] for key, v in logits.items()}, calibration)
+        calibration = fit_calibration({key: v[train] for key, v in logits.items()}, table[train], head)
+        probs = apply_calibration({key: v[test] for key, v in logits.items()}, calibration, head)
         for key in calibrated:
             calibrated[key][test] = probs[key]
         thresholds[test] = [calibration["thresholds"][task] for task in BINARY_TASKS]
@@ -592,10 +721,12 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
         base_train = level_baseline(table[train], table[train])
         for key in baseline:
             baseline[key][test] = base_test[key]
-        baseline_thresholds[test] = [
-            youden_threshold(targets["binary"][train, j].astype(np.int64), base_train["binary"][:, j])
-            for j in range(len(BINARY_TASKS))
-        ]
+        for j in range(len(BINARY_TASKS)):
+            labelled = ~np.isnan(targets["binary"][train, j])
+            y = targets["binary"][train, j][labelled].astype(np.int64)
+            baseline_thresholds[test, j] = (
+                youden_threshold(y, base_train["binary"][labelled, j]) if len(y) else 0.5
+            )
 
     # Headline metrics on the reference-boxed discs only (comparable with runs without localiser
     # boxes); with localiser boxes the same metrics on all discs go under "all_discs".
@@ -618,26 +749,33 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
         ece = {}
         for j, task in enumerate(BINARY_TASKS):
             y = targets["binary"][rows, j]
-            ece[task] = {
-                "raw": expected_calibration_error(raw["binary"][rows, j], y),
-                "calibrated": expected_calibration_error(cal["binary"][:, j], y),
-            }
+            labelled = ~np.isnan(y)
+            if labelled.any():
+                ece[task] = {
+                    "raw": expected_calibration_error(raw["binary"][rows, j][labelled], y[labelled]),
+                    "calibrated": expected_calibration_error(cal["binary"][labelled, j], y[labelled]),
+                }
         for task, offset in (("pfirrmann", PFIRRMANN_GRADES[0]), ("modic", MODIC_GRADES[0])):
-            y = targets[task][rows] - offset
-            ece[task] = {
-                "raw": expected_calibration_error(raw[task][rows], y),
-                "calibrated": expected_calibration_error(cal[task], y),
-            }
+            y = targets[task][rows]
+            labelled = ~np.isnan(y)
+            if labelled.any():
+                y = y[labelled].astype(np.int64) - offset
+                ece[task] = {
+                    "raw": expected_calibration_error(raw[task][rows][labelled], y),
+                    "calibrated": expected_calibration_error(cal[task][labelled], y),
+                }
+        graded = ~np.isnan(targets["pfirrmann"][rows])
         alternatives = {
             rule: float(
                 ordinal_metrics(
-                    targets["pfirrmann"][rows],
-                    pfirrmann_grade(cal["pfirrmann"], rule),
+                    targets["pfirrmann"][rows][graded].astype(np.int64),
+                    pfirrmann_grade(cal["pfirrmann"][graded], rule),
                     labels=PFIRRMANN_GRADES,
                     n_resamples=0,
                 )["kappa_quadratic"]["estimate"]
             )
             for rule in ("expected", "argmax")
+            if graded.any()
         }
         return {
             "data": {
@@ -659,12 +797,17 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
         "data": headline["data"],
         "folds": fold_info,
         **{key: value for key, value in headline.items() if key != "data"},
-        "deploy_calibration": fit_calibration(logits, table),
+        "deploy_calibration": fit_calibration(logits, table, head),
     }
     if not reference.all():
         result["data"]["n_localizer_discs"] = int((~reference).sum())
         result["data"]["n_training_discs"] = n
         result["all_discs"] = evaluate(np.ones(n, dtype=bool))
+    cohorts = _cohorts(table)
+    if cohorts.nunique() > 1:  # every disc of each cohort, localiser-boxed ones included
+        result["cohorts"] = {
+            name: evaluate((cohorts == name).to_numpy()) for name in sorted(cohorts.unique())
+        }
     atomic_write_text(out_dir / CV_METRICS, json.dumps(_finite(result), indent=2) + "\n")
     _write_oof(out_dir / OOF_PREDICTIONS, table, folds, logits, calibrated, baseline)
     return result
@@ -697,13 +840,16 @@ def _write_oof(path: Path, table: pd.DataFrame, folds, logits, calibrated, basel
             "box_source",
         ]
     ].copy()
+    frame.insert(1, "cohort", _cohorts(table))
     frame.insert(0, "fold", folds)
     for j, task in enumerate(BINARY_TASKS):
         frame[f"{task}_logit"] = logits["binary"][:, j]
         frame[f"{task}_prob"] = calibrated["binary"][:, j]
         frame[f"{task}_baseline"] = baseline["binary"][:, j]
+    coral = logits["pfirrmann"].shape[1] == PFIRRMANN_WIDTH["coral"]
     for j in range(logits["pfirrmann"].shape[1]):
-        frame[f"pfirrmann_gt{PFIRRMANN_GRADES[j]}_logit"] = logits["pfirrmann"][:, j]
+        name = f"gt{PFIRRMANN_GRADES[j]}" if coral else str(PFIRRMANN_GRADES[j])
+        frame[f"pfirrmann_{name}_logit"] = logits["pfirrmann"][:, j]
     for j, grade in enumerate(PFIRRMANN_GRADES):
         frame[f"pfirrmann_p{grade}"] = calibrated["pfirrmann"][:, j]
     for j, grade in enumerate(MODIC_GRADES):
@@ -763,6 +909,8 @@ def _save_grader(path: Path, config: GraderConfig, state_dict: dict, calibration
             "dropout": config.dropout,
             "descriptors": config.descriptors,
             "margin": config.margin,
+            "level_input": config.level_input,
+            "pfirrmann_head": config.pfirrmann_head,
         },
         "crop": {"size": config.crop_size, "margin": config.margin, "pad": config.pad},
         "pfirrmann_decode": config.pfirrmann_decode,
