@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pydantic import ValidationError
 
 from conftest import SPIDER
 from spinedx.errors import InputError
@@ -499,7 +500,8 @@ def test_grader_init_starts_from_the_bundled_network_or_says_why_it_cannot(tmp_p
     bundled = DiscGrader.load(resolve_weights("disc_grader").path).model.state_dict()
     started = build_model(GraderConfig(data_root=tmp_path, init="bundled")).state_dict()
     assert all(torch.equal(started[name], value.to(started[name].dtype)) for name, value in bundled.items())
-    with pytest.raises(InputError, match=r"grader.init: 'bundled' does not fit"):
-        build_model(GraderConfig(data_root=tmp_path, init="bundled", hidden=16))
+    # The init grader's network settings apply; one set otherwise is an error naming both values.
+    with pytest.raises(ValidationError, match=r"hidden is 16, but the init grader's is \d+"):
+        GraderConfig(data_root=tmp_path, init="bundled", hidden=16)
     with pytest.raises(InputError, match="neither 'none', 'bundled' nor an existing grader file"):
         build_model(GraderConfig(data_root=tmp_path, init=str(tmp_path / "missing.pt")))

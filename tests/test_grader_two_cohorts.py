@@ -174,3 +174,23 @@ def test_evaluate_discs_split_scores_only_report_patients(lumbar515_cohort, tmp_
     split.write_text(json.dumps({"spider/1": "report"}))
     with pytest.raises(InputError, match="no report patient of this lumbar515 folder"):
         api.evaluate_discs(lumbar515_cohort, tmp_path / "eval2", n_resamples=20, split=split)
+
+
+def test_stenosis_trainer_leaves_the_report_patients_out(lumbar515_cohort, tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"lumbar515/1": "report", "lumbar515/2": "fit", "spider/3": "report"}))
+    config = tmp_path / "stenosis.yaml"
+    config.write_text(
+        f"task: canal-stenosis\ndata_root: {lumbar515_cohort}\nreport_split: {split}\npretrained: none\n"
+        "backbone: resnet10t\ncrop_size: 32\nepochs: 1\nfolds: 2\nbatch_size: 16\nbootstrap_resamples: 20\n"
+    )
+    paths = api.train(config, tmp_path / "run")
+    assert (
+        json.loads(paths["cv_metrics"].read_text())["n_patients"] == 5
+    )  # 6 synthetic patients, one held out
+    tested = set()
+    for fold in range(2):
+        tested |= set(
+            json.loads((tmp_path / "run" / "cv" / f"fold_{fold}" / "fold.json").read_text())["test_patients"]
+        )
+    assert "1" not in tested and "2" in tested

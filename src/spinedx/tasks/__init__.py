@@ -126,7 +126,7 @@ TASKS: tuple[Task, ...] = (
     ),
     Task(
         name="disc-grading",
-        summary="Calibrated per-disc grades from a disc crop and its level",
+        summary="Calibrated per-disc grades from a crop of the disc",
         findings=GRADE_COLUMNS,
         bundled=(BundledModel("disc_grader", "spinedx.disc_grader/1"),),
         card=MRI_DISCS_CARD,

@@ -46,7 +46,7 @@ class GraderConfig(Strict):
     init: str = Field(
         "none",
         description="'bundled' or a disc grader file: start every model from its network (fine-tuning, e.g. on "
-        "`spinedx reviews export` corrections); backbone, hidden, descriptors and margin must match it",
+        "`spinedx reviews export` corrections); its network and crop settings apply, and one set here must match",
     )
     hidden: int = Field(256, ge=8)
     level_input: bool = Field(True, description="feed the disc level (one-hot) beside the CNN features")
@@ -86,6 +86,20 @@ class GraderConfig(Strict):
     @classmethod
     def _data_from_env(cls, values: Any) -> Any:
         return data_paths_from_env(values, {"data_root": "spider-sagittal"})
+
+    @model_validator(mode="after")
+    def _settings_of_init(self) -> GraderConfig:
+        """With ``init``, the network and crop settings come from that grader file; a conflicting one is an error."""
+        if self.init == "none":
+            return self
+        from spinedx.tasks.disc_grading.model import init_settings  # reads the file: only for fine-tuning
+
+        for name, value in init_settings(self.init).items():
+            if name not in self.model_fields_set:
+                setattr(self, name, value)
+            elif getattr(self, name) != value:
+                raise ValueError(f"{name} is {getattr(self, name)!r}, but the init grader's is {value!r}")
+        return self
 
     def fingerprint(self) -> str:
         """Hash of everything that changes training (not threads / bootstrap settings)."""

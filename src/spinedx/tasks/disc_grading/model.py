@@ -338,6 +338,23 @@ def apply_calibration(
     }
 
 
+def init_path(init: str) -> Path:
+    """The grader file a recipe's ``grader.init`` names ('bundled' or a path)."""
+    from spinedx.models.registry import resolve_weights
+
+    path = resolve_weights(REGISTRY_NAME).path if init == "bundled" else Path(init)
+    if not path.is_file():
+        raise InputError(f"grader.init: '{init}' is neither 'none', 'bundled' nor an existing grader file")
+    return path
+
+
+def init_settings(init: str) -> dict[str, Any]:
+    """The network and crop settings of the grader ``grader.init`` names, as recipe keys."""
+    state = read_model_file(init_path(init), FORMAT, "a disc grader")
+    network = {key: state["model"][key] for key in ("backbone", *NETWORK_SETTINGS) if key in state["model"]}
+    return network | {"crop_size": int(state["crop"]["size"]), "pad": float(state["crop"]["pad"])}
+
+
 def grader_network(architecture: dict[str, Any], weights: dict[str, torch.Tensor]) -> DiscGraderNet:
     """The eager network: ``architecture`` (a grader file's ``model`` settings) with float32 ``weights``."""
     settings = {key: architecture[key] for key in NETWORK_SETTINGS if key in architecture}

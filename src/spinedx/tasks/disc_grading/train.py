@@ -70,10 +70,10 @@ from spinedx.tasks.disc_grading.model import (
     FORMAT,
     DiscGrader,
     apply_calibration,
+    init_path,
     pfirrmann_probs_np,
     predict_logits,
 )
-from spinedx.tasks.disc_grading.model import REGISTRY_NAME as BUNDLED_GRADER
 from spinedx.tasks.disc_grading.network import (
     BINARY_TASKS,
     MODIC_GRADES,
@@ -164,7 +164,6 @@ def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> Gr
 
 
 def _load_localizer():
-    from spinedx.models.registry import resolve_weights
     from spinedx.tasks.disc_localization.model import DiscLocalizer
 
     entry = resolve_weights("disc_localizer")
@@ -364,10 +363,7 @@ def build_model(config: GraderConfig, *, pretrained: str | None = None) -> DiscG
 
 def _initial_weights(init: str) -> dict[str, torch.Tensor]:
     """The network weights of the grader named by ``grader.init`` ('bundled' or a grader file)."""
-    path = resolve_weights(BUNDLED_GRADER).path if init == "bundled" else Path(init)
-    if not path.is_file():
-        raise InputError(f"grader.init: '{init}' is neither 'none', 'bundled' nor an existing grader file")
-    return DiscGrader.load(path).eager_network().state_dict()
+    return DiscGrader.load(init_path(init)).eager_network().state_dict()
 
 
 def _pos_weight(binary: np.ndarray, power: float) -> torch.Tensor:
@@ -744,7 +740,9 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
             baseline_thresholds[rows],
             sub,
             config,
-            pfirrmann_pred=pfirrmann_grade(base["pfirrmann"], "argmax"),
+            # The level's mean grade, rounded, as the end-to-end evaluations' prior (the most frequent
+            # grade is the same at most levels of two pooled cohorts, which makes a straw man of kappa).
+            pfirrmann_pred=pfirrmann_grade(base["pfirrmann"], "expected"),
         )
         ece = {}
         for j, task in enumerate(BINARY_TASKS):
