@@ -50,6 +50,7 @@ from spinedx.tasks.disc_grading.network import (
 FORMAT = "spinedx.disc_grader/1"
 """Format tag of disc grader model files."""
 REGISTRY_NAME = "disc_grader"
+"""Name of the bundled grader in the weights manifest."""
 NETWORK_SETTINGS: tuple[str, ...] = (
     "hidden",
     "dropout",
@@ -60,7 +61,6 @@ NETWORK_SETTINGS: tuple[str, ...] = (
 )
 """``DiscGraderNet`` arguments a grader file's ``model`` section records (with ``backbone``); files from
 before an argument existed rebuild with its default."""
-"""Name of the bundled grader in the weights manifest."""
 EVIDENCE_PRIORITY: tuple[str, ...] = (
     "herniation",
     "bulging",

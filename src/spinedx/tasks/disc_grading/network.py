@@ -3,11 +3,11 @@
 Input: square disc crops (see :func:`disc_crops`) as ``(N, 1, S, S)`` or ``(N, 3, S, S)`` floats in
 ``[0, 1]`` and the disc level (``ivd_label``, 1 = L5/S1). ImageNet normalisation lives inside the
 model, as in :class:`spinedx.tasks.xray_lesions.network.RoiClassifier`. The pooled backbone features go
-through a shared hidden layer; region intensity descriptors (mean/std of the normalised signal in
-a fixed grid around the disc centre: nucleus, endplates, vertebrae, canal) and the level one-hot
-are concatenated before it *and* to its output, so every head can read the level prior and the
-nucleus signal directly (global pooling alone cannot tell the graded disc from its neighbours at
-the crop's edges, and 50 patients are too few to learn that reliably).
+through a shared hidden layer. Optionally, region intensity descriptors (``descriptors``: mean/std of the
+normalised signal in a fixed grid around the disc centre: nucleus, endplates, vertebrae, canal) and the
+level one-hot (``level_input``) are concatenated before it *and* to its output, so every head can read
+them directly. The bundled grader uses neither: trained on both cohorts, the image alone graded
+Pfirrmann better (see the model card's grader research).
 
 Outputs (a dict of logits, see :data:`GRADE_TASKS`):
 
@@ -236,8 +236,9 @@ class DiscGraderNet(nn.Module):
     With ``descriptors`` the mean/std intensity of a fixed grid of regions around the disc centre
     (:data:`REGION_ROWS` x :data:`REGION_COLS`, in box widths; ``margin`` says how many box widths
     the view spans) is standardised (BatchNorm without affine) and fed both into the shared layer
-    and straight to the heads, beside the level one-hot: nucleus signal against the canal and the
-    vertebrae is what Pfirrmann grading reads, and a linear read-out of it is hard to lose.
+    and straight to the heads, beside the level one-hot (``level_input``): nucleus signal against the
+    canal and the vertebrae is what Pfirrmann grading reads, and a linear read-out of it is hard to lose.
+    ``pfirrmann_head`` is "coral" (ordinal cumulative logits) or "softmax" (5 class logits).
     """
 
     def __init__(

@@ -538,21 +538,35 @@ def fit_calibration(logits: dict, table: pd.DataFrame, pfirrmann_head: str = "co
 
 
 def level_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per-level grade prevalence in ``train`` (overall prevalence for levels ``train`` lacks)."""
+    """Grade prevalence per (cohort, level) in ``train``: a baseline that knows the level and each
+    hospital's prevalences but not the image (the cohort's overall prevalence for a level ``train``
+    lacks, else the overall one)."""
     train_levels = level_index(train["ivd_label"])
     test_levels = level_index(test["ivd_label"])
+    train_cohorts = _cohorts(train).to_numpy()
+    test_cohorts = _cohorts(test).to_numpy()
 
     def distribution(values: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
         labelled = ~np.isnan(values)
-        overall = (
-            np.array([(values[labelled] == c).mean() for c in classes])
-            if labelled.any()
-            else np.full(len(classes), 1.0 / len(classes))
-        )
+
+        def shares(rows: np.ndarray) -> np.ndarray | None:
+            inside = values[rows & labelled]
+            return np.array([(inside == c).mean() for c in classes]) if len(inside) else None
+
+        overall = shares(np.ones(len(values), dtype=bool))
+        uniform = np.full(len(classes), 1.0 / len(classes))
         out = np.empty((len(test), len(classes)))
-        for i, level in enumerate(test_levels):
-            inside = values[(train_levels == level) & labelled]
-            out[i] = [(inside == c).mean() for c in classes] if len(inside) else overall
+        for i, (cohort, level) in enumerate(zip(test_cohorts, test_levels, strict=True)):
+            same_cohort = train_cohorts == cohort
+            for found in (
+                shares(same_cohort & (train_levels == level)),
+                shares(same_cohort),
+                overall,
+                uniform,
+            ):
+                if found is not None:
+                    out[i] = found
+                    break
         return out
 
     binary = (
