@@ -138,19 +138,21 @@ def _grading(table: pd.DataFrame, n_resamples: int) -> dict:
             table[f"{name}_true"], table[f"{name}_prob"], threshold=table[f"{name}_threshold"].to_numpy(),
             groups=groups, n_resamples=n_resamples,
         )  # fmt: skip
-        if table[f"{name}_true"].nunique() == 2:
+        prior = level_prior(table, f"{name}_true")
+        if table[f"{name}_true"].nunique() == 2 and np.isfinite(prior).all():  # not with a single patient
             metrics[name]["level_prior"] = binary_task_metrics(
-                table[f"{name}_true"], level_prior(table, f"{name}_true"), threshold=0.5,
-                groups=groups, n_resamples=n_resamples,
-            )["auroc"]  # fmt: skip
+                table[f"{name}_true"], prior, threshold=0.5, groups=groups, n_resamples=n_resamples
+            )["auroc"]
     metrics["pfirrmann"] = ordinal_metrics(
         table["pfirrmann_true"], table["pfirrmann_pred"], labels=[1, 2, 3, 4, 5], groups=groups,
         n_resamples=n_resamples,
     )  # fmt: skip
-    metrics["pfirrmann"]["level_prior"] = ordinal_metrics(
-        table["pfirrmann_true"], np.clip(np.rint(level_prior(table, "pfirrmann_true")), 1, 5).astype(int),
-        labels=[1, 2, 3, 4, 5], groups=groups, n_resamples=n_resamples,
-    )["kappa_quadratic"]  # fmt: skip
+    prior = level_prior(table, "pfirrmann_true")
+    if np.isfinite(prior).all():
+        metrics["pfirrmann"]["level_prior"] = ordinal_metrics(
+            table["pfirrmann_true"], np.clip(np.rint(prior), 1, 5).astype(int),
+            labels=[1, 2, 3, 4, 5], groups=groups, n_resamples=n_resamples,
+        )["kappa_quadratic"]  # fmt: skip
     with_ratio = table.dropna(subset=["height_ratio"])
     if len(with_ratio) and with_ratio["narrowing_true"].nunique() == 2:
         # A lower ratio means narrowing, so score the negated ratio.

@@ -167,7 +167,7 @@ def _matched_discs(dataset: Lumbar515Dataset, findings: dict[str, Findings]) -> 
 
 def level_prior(discs: pd.DataFrame, column: str) -> np.ndarray:
     """Out-of-fold mean of ``column`` at each disc's level over the other folds' patients (the overall
-    mean for a level they lack, or a disc without a level); 5 folds, fewer for fewer patients."""
+    mean for a level they lack, or a disc without a level); 5 folds, fewer for fewer patients, NaN for one."""
     prior = np.full(len(discs), np.nan)
     labelled = discs[column].notna() & (discs["level"] != "")
     n_folds = min(PRIOR_FOLDS, discs["patient"].nunique())
@@ -220,10 +220,11 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], n_resamples: int
             subset[column].astype(int), values[usable], threshold=thresholds.get(finding, 0.5),
             groups=subset["patient"].to_numpy(), n_resamples=n_resamples,
         )  # fmt: skip
-        metrics[finding]["level_prior"] = binary_task_metrics(
-            subset[column].astype(int), prior, threshold=0.5,
-            groups=subset["patient"].to_numpy(), n_resamples=n_resamples,
-        )["auroc"]  # fmt: skip
+        if np.isfinite(prior).all():  # not with a single patient
+            metrics[finding]["level_prior"] = binary_task_metrics(
+                subset[column].astype(int), prior, threshold=0.5,
+                groups=subset["patient"].to_numpy(), n_resamples=n_resamples,
+            )["auroc"]  # fmt: skip
     if "canal_ap" in found and found["canal_ap"].notna().any():
         usable = found["canal_ap"].notna()
         subset = found[usable]
@@ -240,10 +241,11 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], n_resamples: int
         prior = level_prior(discs, "pfirrmann")[discs["found"].to_numpy()][
             found["pfirrmann"].notna().to_numpy()
         ]
-        metrics["pfirrmann"]["level_prior"] = ordinal_metrics(
-            graded["pfirrmann"].astype(int), np.clip(np.rint(prior), 1, 5).astype(int), labels=[1, 2, 3, 4, 5],
-            groups=graded["patient"].to_numpy(), n_resamples=n_resamples,
-        )["kappa_quadratic"]  # fmt: skip
+        if np.isfinite(prior).all():
+            metrics["pfirrmann"]["level_prior"] = ordinal_metrics(
+                graded["pfirrmann"].astype(int), np.clip(np.rint(prior), 1, 5).astype(int),
+                labels=[1, 2, 3, 4, 5], groups=graded["patient"].to_numpy(), n_resamples=n_resamples,
+            )["kappa_quadratic"]  # fmt: skip
         metrics["pfirrmann_fused"] = _fused_pfirrmann(graded, n_resamples)
     return metrics
 
