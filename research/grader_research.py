@@ -48,7 +48,7 @@ from tqdm import tqdm
 from spinedx.evaluation.bootstrap import bootstrap_many
 from spinedx.evaluation.grading import quadratic_kappa, sensitivity_at_specificity
 from spinedx.io.atomic import atomic_path, atomic_write_text
-from spinedx.io.lumbar515 import read_lumbar515
+from spinedx.io.lumbar515 import centres_inside, read_lumbar515
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
 from spinedx.models.pretrained import load_pretrained
@@ -121,11 +121,8 @@ def lumbar515_samples(root: Path, localizer: DiscLocalizer) -> pd.DataFrame:
     rows = []
     for series in tqdm(dataset.series.itertuples(), total=len(dataset.series), desc="lumbar515: localise"):
         reference = discs[discs["image_id"] == series.image_id]
-        centre_x = ((reference["xmin"] + reference["xmax"]) / 2).to_numpy()
-        centre_y = ((reference["ymin"] + reference["ymax"]) / 2).to_numpy()
         for detection in _detections(localizer, dataset.image_path(series.image_id)):
-            xmin, ymin, xmax, ymax = detection.box
-            inside = (centre_x >= xmin) & (centre_x <= xmax) & (centre_y >= ymin) & (centre_y <= ymax)
+            inside = centres_inside(reference, detection.box)
             if inside.sum() != 1:  # no reference disc, or two in one box: no clean label
                 continue
             disc = reference.iloc[int(np.flatnonzero(inside)[0])]
