@@ -39,3 +39,11 @@ def test_evidence_check_reports_three_shares_with_intervals(tmp_path):
         share = result[name]
         assert 0.0 <= share["lower"] <= share["estimate"] <= share["upper"] <= 1.0, name
     assert np.isfinite(result["uniform"]["estimate"])
+
+
+def test_evidence_check_split_scores_only_the_report_patients(tmp_path):
+    data = api.synth_mri(tmp_path / "synth", n_patients=2, seed=5)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"spider/2": "report", "spider/1": "fit"}))
+    result = api.evidence_check(data, tmp_path / "check.json", n_resamples=20, split=split)
+    assert result["n_patients"] == 1 and result["n_discs"] > 5

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spinedx.data.folds import report_patients
+from spinedx.data.folds import report_only
 from spinedx.evaluation.bootstrap import bootstrap_ci
 from spinedx.io.lumbar515 import is_lumbar515, read_lumbar515
 from spinedx.io.spider import read_spider
@@ -59,11 +59,11 @@ def _series(data_root: Path, split: Path | None) -> list[tuple[str, Path]]:
     ``split``, of its report patients only)."""
     cohort = "lumbar515" if is_lumbar515(data_root) else "spider"
     dataset = read_lumbar515(data_root) if cohort == "lumbar515" else read_spider(data_root)
-    report = report_patients(split) if split is not None else None
+    if split is not None:
+        dataset = report_only(dataset, split, cohort, ("series",))
     return [
         (str(patient), dataset.image_path(image_id))
         for image_id, patient in dataset.series[["image_id", "patient"]].itertuples(index=False)
-        if report is None or f"{cohort}/{patient}" in report
     ]
 
 
