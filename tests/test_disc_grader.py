@@ -25,7 +25,7 @@ from spinedx.evaluation.grading import (
     specificity,
     youden_threshold,
 )
-from spinedx.models.calibration import PlattScaler, TemperatureScaler, softmax_probabilities
+from spinedx.models.calibration import LogitStack, PlattScaler, TemperatureScaler, softmax_probabilities
 from spinedx.models.registry import BUNDLED_DIR
 from spinedx.tasks.disc_grading import train as training
 from spinedx.tasks.disc_grading.model import DiscGrader
@@ -140,6 +140,21 @@ def test_calibration_reduces_ece_on_a_miscalibrated_example():
     assert expected_calibration_error(temperature.apply(sharp), labels) < 0.5 * expected_calibration_error(
         softmax_probabilities(sharp), labels
     )
+
+
+def test_logit_stack_recovers_the_weight_of_each_source_and_checks_its_input():
+    rng = np.random.default_rng(1)
+    sources = rng.normal(size=(6000, 2))
+    y = (rng.random(6000) < 1 / (1 + np.exp(-(0.5 * sources[:, 0] + 2.0 * sources[:, 1] - 1.0)))).astype(int)
+    stack = LogitStack.fit(sources, y)
+    assert stack.weights == pytest.approx([0.5, 2.0], abs=0.15) and stack.intercept == pytest.approx(
+        -1.0, abs=0.15
+    )
+    assert LogitStack(**stack.as_dict()).apply(sources[:3]) == pytest.approx(stack.apply(sources[:3]))
+    with pytest.raises(InputError, match="single class"):
+        LogitStack.fit(sources, np.ones(6000))
+    with pytest.raises(InputError, match=r"expected \(N, 2\) logits"):
+        stack.apply(sources[:, :1])
 
 
 def test_level_baseline_is_training_prevalence_per_level():

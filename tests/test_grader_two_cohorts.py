@@ -1,6 +1,7 @@
 """The disc grader on two cohorts: lumbar515 discs boxed by the localiser and graded from their reference
 box, grades a cohort lacks masked (never read as 0), a report split left out, the plain-CNN design
-(softmax Pfirrmann head, no level input) end to end, and ``evaluate-discs --split``."""
+(softmax Pfirrmann head, no level input) end to end, the canal fusion of herniation, and
+``evaluate-discs --split``."""
 
 from __future__ import annotations
 
@@ -15,12 +16,22 @@ from spinedx import api
 from spinedx.errors import InputError
 from spinedx.io.images import read_image
 from spinedx.io.lumbar515 import read_lumbar515
+from spinedx.io.volumes import read_sagittal
+from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.synth.mri import generate_mri_dataset
+from spinedx.tasks.canal_stenosis.model import CanalStenosis
+from spinedx.tasks.canal_stenosis.network import StenosisNet
 from spinedx.tasks.disc_grading import train as training
 from spinedx.tasks.disc_grading.config import GraderConfig
 from spinedx.tasks.disc_grading.model import DiscGrader
-from spinedx.tasks.disc_grading.network import DiscGraderNet, pfirrmann_probabilities, pfirrmann_score
+from spinedx.tasks.disc_grading.network import (
+    BINARY_TASKS,
+    DiscGraderNet,
+    pfirrmann_probabilities,
+    pfirrmann_score,
+)
 from spinedx.tasks.disc_localization.model import DiscDetection
+from spinedx.tasks.mri_discs.train import CANAL_FUSION_METRICS, fit_canal_fusion
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +173,55 @@ def test_two_cohort_grader_reports_each_cohort_and_grades_end_to_end(spider, lum
     grader.compile(path)  # bundled graders are traced programs: same grades
     traced = DiscGrader.load(path).grade(pixels, boxes, labels)
     assert traced[0]["pfirrmann"]["probabilities"] == pytest.approx(grades[0]["pfirrmann"]["probabilities"])
+    _check_canal_fusion(config, path, tmp_path / "cv", pixels, boxes, labels)
+
+
+def _check_canal_fusion(config: GraderConfig, path: Path, cv_dir: Path, pixels, boxes, labels) -> None:
+    """The canal fusion: fitted on the CV's out-of-fold logits (SPIDER herniation, the only cohort that
+    labels it), herniation alone changes, and a pipeline fuses only with the canal model it was fitted with."""
+    torch.manual_seed(0)
+    canal = CanalStenosis(StenosisNet("resnet10t"), crop={"size": 32, "scale": 1.3},
+                          calibration={"a": 1.0, "b": 0.0}, architecture={"backbone": "resnet10t"},
+                          sha256="c" * 64)  # fmt: skip
+    report = fit_canal_fusion(config, path, cv_dir, canal, n_resamples=20)
+    herniation = report["findings"]["herniation"]
+    assert herniation["cohorts"] == ["spider"]
+    assert {"fused", "grader", "canal", "level_prior"} <= set(herniation)
+    assert "sensitivity" in herniation["fused"] and "sensitivity" not in herniation["level_prior"]
+    assert json.loads((cv_dir / CANAL_FUSION_METRICS).read_text())["canal_sha256"] == "c" * 64
+    grader = DiscGrader.load(path)
+    assert grader.canal_model_sha256 == "c" * 64
+    entry = grader.canal_fusion["findings"]["herniation"]
+    assert grader.operating_points(fused=True)["herniation"] == entry["threshold"]
+    assert grader.operating_points(fused=False) == grader.thresholds
+    plain = grader.probabilities(pixels, boxes, labels)["binary"]
+    low = grader.probabilities(pixels, boxes, labels, canal_logits=[-4.0, -4.0])["binary"]
+    high = grader.probabilities(pixels, boxes, labels, canal_logits=[4.0, 4.0])["binary"]
+    column = BINARY_TASKS.index("herniation")
+    others = [j for j in range(len(BINARY_TASKS)) if j != column]
+    np.testing.assert_allclose(low[:, others], plain[:, others])
+    assert np.all(np.sign(high[:, column] - low[:, column]) == np.sign(entry["weights"][1]))
+
+    pipeline = MriDiscPipeline(training._load_localizer()[0], grader, "test", stenosis=canal)
+    assert pipeline.fuses_canal and pipeline.operating_points["herniation"] == entry["threshold"]
+    image_path = next(iter(_lumbar515_images(config.lumbar515_root)))
+    image = read_sagittal(image_path)
+    findings = pipeline.analyze(image, "fused")
+    found = [disc.box for disc in findings.discs]
+    found_labels = [disc.ivd_label for disc in findings.discs]
+    expected = grader.grade(
+        image.pixels, found, found_labels, canal.logits(image.pixels, found, found_labels)
+    )
+    assert [disc.grades.herniation.probability for disc in findings.discs] == pytest.approx(
+        [grade["herniation"]["probability"] for grade in expected], abs=1e-3
+    )
+    canal.sha256 = "d" * 64  # another canal model: the grader's own herniation, its own operating point
+    assert not pipeline.fuses_canal and pipeline.operating_points == grader.thresholds
+
+
+def _lumbar515_images(lumbar515: Path) -> list[Path]:
+    dataset = read_lumbar515(lumbar515)
+    return [dataset.image_path(image_id) for image_id in dataset.series["image_id"]]
 
 
 def test_evaluate_discs_split_scores_only_report_patients(lumbar515_cohort, tmp_path):

@@ -7,6 +7,8 @@ JSON-friendly parameters:
   unregularised logistic regression on the logit.
 * :class:`TemperatureScaler` — ``p = probs_fn(logits / T)`` for multi-class or ordinal heads, with
   ``T`` minimising the negative log-likelihood (one parameter, so the ranking never changes).
+* :class:`LogitStack` — ``p = sigmoid(w . logits + b)``: one finding from the logits of several models,
+  fitted by logistic regression on their out-of-fold logits.
 
 Applying one needs numpy and scipy.special only; fitting imports its optimisers when called.
 """
@@ -100,4 +102,36 @@ class TemperatureScaler:
         return probs_fn(np.asarray(logits, dtype=np.float64) / self.temperature)
 
     def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class LogitStack:
+    """``sigmoid(weights . logits + intercept)`` over one logit per source model (columns, in order)."""
+
+    weights: list[float]
+    intercept: float = 0.0
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, labels: np.ndarray, *, c: float = 1e4) -> LogitStack:
+        """Fit on an (N, K) matrix of raw logits and 0/1 labels (both classes must be present)."""
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray(logits, dtype=np.float64)
+        y = np.asarray(labels).reshape(-1).astype(np.int64)
+        if x.ndim != 2 or len(x) != len(y):
+            raise InputError(f"logit stack: logits of shape {x.shape} do not match {len(y)} labels")
+        if len(np.unique(y)) < 2:
+            raise InputError("logit stack: the labels hold a single class; nothing to fit")
+        model = LogisticRegression(C=c, max_iter=1000).fit(x, y)
+        return cls([float(w) for w in model.coef_[0]], float(model.intercept_[0]))
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities of an (N, K) matrix of raw logits."""
+        x = np.asarray(logits, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.weights):
+            raise InputError(f"logit stack: expected (N, {len(self.weights)}) logits, got {x.shape}")
+        return expit(x @ np.asarray(self.weights) + self.intercept)
+
+    def as_dict(self) -> dict:
         return asdict(self)

@@ -110,7 +110,7 @@ def _graded_discs(dataset, findings: dict[str, Findings], pipeline_for: Pipeline
     rows = []
     for image_id, result in findings.items():
         patient = str(series.loc[image_id, "patient"])
-        thresholds = pipeline_for(patient).grader.thresholds
+        thresholds = pipeline_for(patient).operating_points
         for disc in result.discs:
             key = (patient, disc.ivd_label)
             if key not in gradings.index:

@@ -89,7 +89,7 @@ def evaluate_lumbar515(
         "patients": f"report patients of {split}" if split is not None else "all",
         "localisation": _localisation(discs, n_resamples),
         "grading": _grading(
-            discs, {**pipeline.grader.thresholds, "degeneration": DEGENERATION_CUT}, n_resamples
+            discs, {**pipeline.operating_points, "degeneration": DEGENERATION_CUT}, n_resamples
         ),
     }
     out_dir = Path(out_dir)

@@ -1,6 +1,8 @@
 """Sagittal MRI → findings: check the input → localise discs → label levels → grade each disc → measure.
 
-With a canal stenosis model (bundled when registered), each disc's grades gain ``stenosis``.
+With a canal stenosis model (bundled when registered), each disc's grades gain ``stenosis``. When the grader
+carries a canal fusion fitted with that same model (by sha256), its fused findings (herniation) take
+the canal model's logit as well.
 
 With an input check, findings.json gains ``input_check`` (class probabilities) and its warnings;
 a slice that is very probably no spine MR image is not analysed further.
@@ -90,7 +92,7 @@ class MriDiscPipeline:
         stenosis = None
         if has_weights(STENOSIS_NAME):
             weights = resolve_weights(STENOSIS_NAME)
-            stenosis = CanalStenosis.load(weights.path)
+            stenosis = CanalStenosis.load(weights.path, weights.sha256)
             version += f".sten.{weights.version}"
         return cls(
             DiscLocalizer.load(localizer_weights.path),
@@ -100,6 +102,17 @@ class MriDiscPipeline:
             input_check,
             stenosis,
         )
+
+    @property
+    def fuses_canal(self) -> bool:
+        """Whether the grader's canal fusion applies: its canal model is this pipeline's stenosis model."""
+        sha256 = self.grader.canal_model_sha256
+        return sha256 is not None and self.stenosis is not None and self.stenosis.sha256 == sha256
+
+    @property
+    def operating_points(self) -> dict[str, float]:
+        """The threshold per binary finding of the probabilities this pipeline writes."""
+        return self.grader.operating_points(self.fuses_canal)
 
     def segment(self, image: SagittalSlice) -> np.ndarray | None:
         """The label map of ``image``, or None without a segmenter."""
@@ -139,14 +152,18 @@ class MriDiscPipeline:
             else:
                 boxes = [detection.box for detection in detections]
                 labels = [detection.ivd_label for detection in detections]
+                canal_logits = None if self.stenosis is None else self.stenosis.logits(pixels, boxes, labels)
+                fusion_input = canal_logits if self.fuses_canal else None
                 if evidence:
-                    grades, explained, heatmaps = self.grader.grade_and_explain(pixels, boxes, labels)
+                    grades, explained, heatmaps = self.grader.grade_and_explain(
+                        pixels, boxes, labels, fusion_input
+                    )
                     disc_evidence = [DiscEvidence(*pair) for pair in zip(explained, heatmaps, strict=True)]
                 else:
-                    grades = self.grader.grade(pixels, boxes, labels)
-                if self.stenosis is not None:
+                    grades = self.grader.grade(pixels, boxes, labels, fusion_input)
+                if canal_logits is not None:
                     for grade, probability in zip(
-                        grades, self.stenosis.probabilities(pixels, boxes, labels), strict=True
+                        grades, self.stenosis.calibrated(canal_logits), strict=True
                     ):
                         grade["stenosis"] = {"probability": float(probability)}
                 heights = disc_heights(boxes, labels, image.pixel_spacing_mm)

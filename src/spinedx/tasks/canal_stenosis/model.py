@@ -12,7 +12,7 @@ from spinedx.errors import InputError
 from spinedx.models.calibration import PlattScaler
 from spinedx.models.model_file import read_model_file, save_model_file
 from spinedx.models.program import load_program, trace_program
-from spinedx.models.registry import resolve_weights
+from spinedx.models.registry import resolve_weights, sha256_of
 from spinedx.tasks.canal_stenosis.network import StenosisNet, level_index, posterior_crops
 
 FORMAT = "spinedx.canal_stenosis/1"
@@ -21,7 +21,7 @@ REGISTRY_NAME = "canal_stenosis"
 
 class CanalStenosis:
     def __init__(self, model: torch.nn.Module, *, crop: dict[str, Any], calibration: dict[str, float],
-                 architecture: dict[str, Any], threshold: float = 0.5) -> None:  # fmt: skip
+                 architecture: dict[str, Any], threshold: float = 0.5, sha256: str | None = None) -> None:  # fmt: skip
         self.model = model.eval()
         self.crop_size = int(crop["size"])
         self.crop_scale = float(crop["scale"])
@@ -29,9 +29,12 @@ class CanalStenosis:
         self.architecture = dict(architecture)
         self.threshold = float(threshold)
         """Operating point on calibrated probabilities (Youden on out-of-fold predictions)."""
+        self.sha256 = sha256
+        """sha256 of the file it was loaded from: a grader's canal fusion names the model it was fitted with."""
 
     @classmethod
-    def load(cls, path: str | Path) -> CanalStenosis:
+    def load(cls, path: str | Path, sha256: str | None = None) -> CanalStenosis:
+        """Read the file at ``path``; ``sha256`` spares hashing it again when the caller has checked it."""
         path = Path(path)
         state = read_model_file(path, FORMAT, "a canal stenosis classifier")
         try:
@@ -41,7 +44,8 @@ class CanalStenosis:
                 model = StenosisNet(state["architecture"]["backbone"])
                 model.load_state_dict(state["state_dict"])
             return cls(model, crop=state["crop"], calibration=state["calibration"],
-                       architecture=state["architecture"], threshold=state.get("threshold", 0.5))  # fmt: skip
+                       architecture=state["architecture"], threshold=state.get("threshold", 0.5),
+                       sha256=sha256 or sha256_of(path))  # fmt: skip
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(
                 f"{path}: damaged canal stenosis file ({exc.__class__.__name__}: {exc})"
@@ -49,7 +53,8 @@ class CanalStenosis:
 
     @classmethod
     def bundled(cls) -> CanalStenosis:
-        return cls.load(resolve_weights(REGISTRY_NAME).path)
+        weights = resolve_weights(REGISTRY_NAME)
+        return cls.load(weights.path, weights.sha256)
 
     def compile(self, path: Path) -> Path:
         """Rewrite the file at ``path`` (which this model was loaded from) with a traced program."""
@@ -69,4 +74,8 @@ class CanalStenosis:
         """Calibrated P(central canal stenosis) per disc box."""
         if len(boxes) == 0:
             return np.zeros(0)
-        return self.calibration.apply(self.logits(pixels, boxes, ivd_labels))
+        return self.calibrated(self.logits(pixels, boxes, ivd_labels))
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of :meth:`logits`' output."""
+        return self.calibration.apply(logits)

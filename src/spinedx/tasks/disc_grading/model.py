@@ -5,6 +5,11 @@ crop settings and the calibrators fitted on out-of-fold predictions
 (:func:`spinedx.tasks.disc_grading.train.train_grader` writes the file). Probabilities it returns are
 calibrated (Platt scaling per binary task, temperature scaling for Pfirrmann and Modic).
 
+A grader file may also carry a *canal fusion*: for some findings (herniation), a
+:class:`~spinedx.models.calibration.LogitStack` over the grader's logit and the logit of the canal
+stenosis model it was fitted with (recorded by sha256), fitted on out-of-fold predictions. Callers
+that run that canal model pass its logits (``canal_logits``) and get the fused probabilities.
+
 >>> grader = DiscGrader.load("src/spinedx/models/weights/disc_grader.pt")   # doctest: +SKIP
 >>> grader.grade(pixels, [(190, 300, 270, 350)], [1])                     # doctest: +SKIP
 [{"herniation": {"probability": 0.03}, ..., "pfirrmann": {"grade": 4, "probabilities": [...]}, ...}]
@@ -27,7 +32,7 @@ from PIL import Image
 from scipy.special import expit
 
 from spinedx.errors import InputError
-from spinedx.models.calibration import PlattScaler, TemperatureScaler, softmax_probabilities
+from spinedx.models.calibration import LogitStack, PlattScaler, TemperatureScaler, softmax_probabilities
 from spinedx.models.model_file import read_model_file, save_model_file
 from spinedx.models.precision import full_precision
 from spinedx.models.program import load_program, trace_program
@@ -85,6 +90,7 @@ class DiscGrader:
         pfirrmann_decode: str = "expected",
         meta: dict[str, Any] | None = None,
         architecture: dict[str, Any] | None = None,
+        canal_fusion: dict[str, Any] | None = None,
     ) -> None:
         self.model = model.eval()
         self.architecture = dict(architecture or {})
@@ -96,11 +102,25 @@ class DiscGrader:
         self.calibration = calibration
         self.pfirrmann_decode = pfirrmann_decode
         self.meta = dict(meta or {})
+        self.canal_fusion = dict(canal_fusion or {})
+        """``{"canal_sha256": ..., "findings": {name: {"weights", "intercept", "threshold"}}}`` or empty."""
 
     @property
     def thresholds(self) -> dict[str, float]:
         """Operating point per binary task (Youden on out-of-fold calibrated probabilities)."""
         return dict(self.calibration.get("thresholds", {}))
+
+    @property
+    def canal_model_sha256(self) -> str | None:
+        """sha256 of the canal stenosis model file whose logits this grader's canal fusion takes."""
+        return self.canal_fusion.get("canal_sha256")
+
+    def operating_points(self, fused: bool) -> dict[str, float]:
+        """:attr:`thresholds`, with the fused findings' own operating points when ``fused``."""
+        points = self.thresholds
+        if fused:
+            points.update({name: entry["threshold"] for name, entry in self.canal_fusion["findings"].items()})
+        return points
 
     @classmethod
     def load(cls, path: str | Path) -> DiscGrader:
@@ -119,6 +139,7 @@ class DiscGrader:
                 pfirrmann_decode=state.get("pfirrmann_decode", "expected"),
                 meta=state.get("meta", {}),
                 architecture=state["model"],
+                canal_fusion=state.get("canal_fusion"),
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"{path}: damaged disc grader file ({exc.__class__.__name__}: {exc})") from exc
@@ -139,8 +160,11 @@ class DiscGrader:
         state.pop("state_dict", None)
         return save_model_file(path, state)
 
-    def probabilities(self, pixels: np.ndarray, boxes, ivd_labels) -> dict[str, np.ndarray]:
-        """Calibrated probabilities: ``binary`` (N, 6), ``pfirrmann`` (N, 5), ``modic`` (N, 4)."""
+    def probabilities(
+        self, pixels: np.ndarray, boxes, ivd_labels, canal_logits=None
+    ) -> dict[str, np.ndarray]:
+        """Calibrated probabilities: ``binary`` (N, 6), ``pfirrmann`` (N, 5), ``modic`` (N, 4); fused
+        with the canal model's ``canal_logits`` (one per box) when given."""
         boxes, labels = _checked(boxes, ivd_labels)
         crops = disc_crops(pixels, boxes, self.crop_size, self.margin, self.pad)
         # no_grad, not inference_mode: inference tensors cached by an eager network could not take part
@@ -149,11 +173,27 @@ class DiscGrader:
             logits = predict_logits(
                 self.model, crops, labels, self.crop_size, pfirrmann_head=self.pfirrmann_head
             )
-        return apply_calibration(logits, self.calibration, self.pfirrmann_head)
+        return self._fused(logits, canal_logits)
 
-    def evidence_finding(self, grades: dict[str, dict]) -> str:
-        """The finding of one disc's :meth:`grade` entry that its heatmap should explain."""
-        thresholds = self.thresholds
+    def _fused(self, logits: dict, canal_logits) -> dict[str, np.ndarray]:
+        """Calibrated probabilities of raw ``logits``, the canal fusion's findings fused with ``canal_logits``."""
+        probs = apply_calibration(logits, self.calibration, self.pfirrmann_head)
+        if canal_logits is None:
+            return probs
+        if not self.canal_fusion:
+            raise ValueError("canal logits given to a grader without a canal fusion")
+        canal = np.asarray(canal_logits, dtype=np.float64).reshape(-1)
+        binary = probs["binary"].copy()
+        for name, entry in self.canal_fusion["findings"].items():
+            column = BINARY_TASKS.index(name)
+            stack = LogitStack(entry["weights"], entry["intercept"])
+            binary[:, column] = stack.apply(np.column_stack([logits["binary"][:, column], canal]))
+        return {**probs, "binary": binary}
+
+    def evidence_finding(self, grades: dict[str, dict], fused: bool = False) -> str:
+        """The finding of one disc's :meth:`grade` entry that its heatmap should explain (``fused``: its
+        grades took the canal fusion, so the fused findings use their own operating points)."""
+        thresholds = self.operating_points(fused)
         for name in EVIDENCE_PRIORITY:
             if name in grades and grades[name]["probability"] >= thresholds.get(name, 0.5):
                 return name
@@ -174,18 +214,20 @@ class DiscGrader:
             return self._heatmaps(outputs, findings, boxes, np.shape(pixels))
 
     def grade_and_explain(
-        self, pixels: np.ndarray, boxes, ivd_labels
+        self, pixels: np.ndarray, boxes, ivd_labels, canal_logits=None
     ) -> tuple[list[dict], list[str], list[np.ndarray]]:
         """:meth:`grade`, each disc's :meth:`evidence_finding` and its :meth:`evidence` heatmap from one
-        forward pass (analysis needs all three; a second pass would cost as much as the grading)."""
+        forward pass (analysis needs all three; a second pass would cost as much as the grading).
+        A fused finding's heatmap explains the grader's part of it (the canal model has none)."""
         boxes, labels = _checked(boxes, ivd_labels)
         if not boxes:
             return [], [], []
         with torch.enable_grad():
             outputs = self._forward_for_evidence(pixels, boxes, labels)
             logits = {key: outputs[key].detach().numpy() for key in ("binary", "pfirrmann", "modic")}
-            grades = self._grades(apply_calibration(logits, self.calibration, self.pfirrmann_head))
-            explained = [self.evidence_finding(grade) for grade in grades]
+            grades = self._grades(self._fused(logits, canal_logits))
+            fused = canal_logits is not None
+            explained = [self.evidence_finding(grade, fused) for grade in grades]
             return grades, explained, self._heatmaps(outputs, explained, boxes, np.shape(pixels))
 
     def _forward_for_evidence(self, pixels: np.ndarray, boxes, ivd_labels) -> dict[str, torch.Tensor]:
@@ -234,9 +276,12 @@ class DiscGrader:
             heatmap[iy0:iy1, ix0:ix1] = resized[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
         return np.clip(heatmap, 0.0, 1.0)
 
-    def grade(self, pixels: np.ndarray, boxes: list[tuple], ivd_labels: list[int]) -> list[dict]:
-        """One dict per box (same order) with calibrated probabilities and grades, keys in SPIDER's order."""
-        return self._grades(self.probabilities(pixels, boxes, ivd_labels))
+    def grade(
+        self, pixels: np.ndarray, boxes: list[tuple], ivd_labels: list[int], canal_logits=None
+    ) -> list[dict]:
+        """One dict per box (same order) with calibrated probabilities and grades, keys in SPIDER's order
+        (fused with ``canal_logits`` as in :meth:`probabilities`)."""
+        return self._grades(self.probabilities(pixels, boxes, ivd_labels, canal_logits))
 
     def _grades(self, probs: dict[str, np.ndarray]) -> list[dict]:
         pfirrmann = pfirrmann_grade(probs["pfirrmann"], self.pfirrmann_decode)

@@ -114,13 +114,16 @@ _DETECTION_COLUMNS = ["image_id", "ivd_label", "level", "xmin", "ymin", "xmax", 
 @dataclass
 class GradingData:
     table: pd.DataFrame
-    """One row per disc (discs.csv columns + ``box_source``: "reference" or "localizer", + ``cohort``),
+    """One row per disc (discs.csv columns + ``box_source``: "reference" or "localizer", + ``cohort``
+    and ``image_path``),
     index 0..N-1; a grade a disc's cohort does not label is NaN."""
     crops: np.ndarray
     """(N, P, P) float32 padded, normalised crops."""
 
 
-def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> GradingData:
+def load_grading_data(
+    config: GraderConfig, cache_dir: Path | None = None, *, with_crops: bool = True
+) -> GradingData:
     """Read the boxed discs of ``config.data_root`` (and ``config.lumbar515_root``) and cut their crops.
 
     With ``config.localizer_boxes`` the discs the bundled localiser finds on every series without
@@ -128,7 +131,7 @@ def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> Gr
     (patient, ivd_label); discs without a grading row are left out. The localiser never sees
     grades. Its detections are cached in ``cache_dir/localizer_boxes.csv`` (per localiser sha256).
     lumbar515 discs are all localiser-boxed (see :func:`_lumbar515_rows`). ``config.report_split``
-    leaves its report patients out.
+    leaves its report patients out. Without ``with_crops`` the table alone is read (``crops`` is empty).
     """
     dataset = read_spider(config.data_root)
     table = dataset.discs.reset_index(drop=True)
@@ -150,10 +153,13 @@ def load_grading_data(config: GraderConfig, cache_dir: Path | None = None) -> Gr
     if config.max_patients is not None:
         keep = sorted(table["patient"].unique(), key=natural_key)[: config.max_patients]
         table = table[table["patient"].isin(keep)].reset_index(drop=True)
+    table["image_path"] = [str(image_paths[str(image_id)]) for image_id in table["image_id"]]
+    if not with_crops:
+        return GradingData(table, np.zeros((0, 0, 0), dtype=np.float32))
     parts: list[np.ndarray] = []
     order: list[np.ndarray] = []
-    for image_id, rows in table.groupby("image_id", sort=False):
-        pixels = read_image(image_paths[str(image_id)]).pixels
+    for image_path, rows in table.groupby("image_path", sort=False):
+        pixels = read_image(image_path).pixels
         boxes = rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy()
         parts.append(disc_crops(pixels, boxes, config.crop_size, config.margin, config.pad))
         order.append(rows.index.to_numpy())
