@@ -385,6 +385,11 @@ FIELD_MEANINGS: dict[str, tuple[str, str]] = {
         "",
         "index of the analysed sagittal slice in a volume or series; null for 2-D inputs",
     ),
+    "InputInfo.weighting": (
+        "",
+        '"T1" or "T2" from the DICOM echo and repetition times, else the series description or the file '
+        "name; null when none says (Pfirrmann grades are defined on T2; a T1 series gets a warning)",
+    ),
     "ModelInfo.name": ("", "model family, `spinedx-mri-discs`"),
     "ModelInfo.version": (
         "",

@@ -34,7 +34,14 @@ class NoDiscLocalizer:
 
 
 class StubGrader:
-    def grade(self, pixels, boxes, ivd_labels):
+    canal_model_sha256 = None  # no canal fusion
+    thresholds: dict[str, float] = {}
+    pfirrmann_decode = "expected"
+
+    def operating_points(self, fused):
+        return dict(self.thresholds)
+
+    def grade(self, pixels, boxes, ivd_labels, canal_logits=None):
         probability = {"probability": 0.7}
         return [
             {
@@ -58,7 +65,7 @@ class StubGrader:
             heatmaps.append(heatmap)
         return heatmaps
 
-    def grade_and_explain(self, pixels, boxes, ivd_labels):
+    def grade_and_explain(self, pixels, boxes, ivd_labels, canal_logits=None):
         grades = self.grade(pixels, boxes, ivd_labels)
         explained = [self.evidence_finding(grade) for grade in grades]
         return grades, explained, self.evidence(pixels, boxes, ivd_labels, explained)
@@ -85,7 +92,7 @@ def test_findings_files_and_schema(slice_png, tmp_path):
     assert raw["schema"] == SCHEMA
     assert raw["input"] == {
         "path": str(slice_png), "image_id": "case_01", "task": "mri-discs", "modality": None,
-        "width": 200, "height": 256, "pixel_spacing_mm": None, "slice_index": None,
+        "width": 200, "height": 256, "pixel_spacing_mm": None, "slice_index": None, "weighting": None,
     }  # fmt: skip
     assert [disc["level"] for disc in raw["discs"]] == ["L5/S1", "L4/L5", "L3/L4"]
     first = raw["discs"][0]

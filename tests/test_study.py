@@ -13,7 +13,7 @@ from PIL import Image
 from spinedx import api
 from spinedx.io.findings import Findings
 from spinedx.pipelines.analyze import analyze_inputs
-from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
+from spinedx.pipelines.mri_discs.pipeline import T1_PFIRRMANN_WARNING, MriDiscPipeline
 from spinedx.pipelines.study import SCHEMA, fuse_levels, is_study
 
 # Sagittal stack in LPS: columns run posterior, rows run inferior (cranial up), slices run to the left.
@@ -64,12 +64,22 @@ def test_a_study_gives_one_fused_findings_file(study, pipeline, tmp_path):
     assert {entry["series"] for entry in lowest["evidence"]} == {"t1", "t2", "t2_volume"}
     expected = np.mean([entry["grades"]["herniation"]["probability"] for entry in lowest["evidence"]])
     assert lowest["grades"]["herniation"]["probability"] == pytest.approx(expected)
-    assert sum(lowest["grades"]["pfirrmann"]["probabilities"]) == pytest.approx(1.0)
+    # Pfirrmann, a T2 grade, from the T2-weighted series alone (told by their names here).
+    assert {entry["series"]: entry["weighting"] for entry in lowest["evidence"]} == {
+        "t1": "T1", "t2": "T2", "t2_volume": "T2"
+    }  # fmt: skip
+    t2_vectors = [entry["grades"]["pfirrmann"]["probabilities"] for entry in lowest["evidence"]
+                  if entry["weighting"] == "T2"]  # fmt: skip
+    assert lowest["pfirrmann_from"] == "T2-weighted series"
+    assert lowest["grades"]["pfirrmann"]["probabilities"] == pytest.approx(np.mean(t2_vectors, axis=0))
+    assert T1_PFIRRMANN_WARNING in series["t1"]["warnings"] and not series["t2"]["warnings"]
     html = (result.out_dir / "report.html").read_text()
     assert "L5/S1" in html and "notes" in html and "series/t1/report.html" in html
 
 
-def _findings(level_probabilities: dict[str, tuple[float, list[float]]]) -> Findings:
+def _findings(
+    level_probabilities: dict[str, tuple[float, list[float]]], weighting: str | None = None
+) -> Findings:
     discs = []
     for label, (level, (herniation, pfirrmann)) in enumerate(level_probabilities.items(), start=1):
         probability = {"probability": herniation}
@@ -86,7 +96,8 @@ def _findings(level_probabilities: dict[str, tuple[float, list[float]]]) -> Find
             }
         )  # fmt: skip
     return Findings.model_validate(
-        {"input": {"path": "x", "image_id": "x", "task": "mri-discs", "width": 64, "height": 64},
+        {"input": {"path": "x", "image_id": "x", "task": "mri-discs", "width": 64, "height": 64,
+                   "weighting": weighting},
          "model": {"name": "m", "version": "1"}, "discs": discs, "timing_s": {"total": 0.0}}
     )  # fmt: skip
 
@@ -101,6 +112,21 @@ def test_fusion_averages_the_probabilities_of_every_observation():
     assert lowest["grades"]["pfirrmann"]["probabilities"] == pytest.approx([0, 0, 0.5, 0, 0.5])
     assert lowest["grades"]["pfirrmann"]["grade"] == 4  # rounded expected grade (3 + 5) / 2
     assert lowest["n_observations"] == 2 and fused[1]["n_observations"] == 1
+    assert lowest["pfirrmann_from"] == "all series"  # neither observation's weighting is known
+
+
+def test_pfirrmann_is_fused_from_the_t2_weighted_series_when_there_are_any():
+    t1 = _findings(
+        {"L5/S1": (0.2, [0.0, 1.0, 0.0, 0.0, 0.0]), "L4/L5": (0.2, [1.0, 0.0, 0.0, 0.0, 0.0])}, "T1"
+    )
+    t2 = _findings({"L5/S1": (0.6, [0.0, 0.0, 0.0, 1.0, 0.0])}, "T2")
+    lowest, above = fuse_levels([("a", None, t1), ("b", None, t2)])
+    assert lowest["grades"]["pfirrmann"]["probabilities"] == pytest.approx([0, 0, 0, 1, 0])
+    assert lowest["grades"]["herniation"]["probability"] == pytest.approx(0.4)  # every series still
+    assert lowest["pfirrmann_from"] == "T2-weighted series"
+    assert (
+        above["pfirrmann_from"] == "all series" and above["grades"]["pfirrmann"]["grade"] == 1
+    )  # no T2 there
 
 
 def test_a_folder_of_dicom_files_is_one_series_not_a_study(tmp_path):

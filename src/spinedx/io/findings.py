@@ -41,6 +41,8 @@ class InputInfo(_Open):
     height: int
     pixel_spacing_mm: list[float] | None = None
     slice_index: int | None = None
+    weighting: str | None = None
+    """"T1" or "T2" when the header or the file name says (Pfirrmann grades are defined on T2)."""
 
 
 class ModelInfo(_Open):

@@ -74,6 +74,7 @@ from spinedx.io.images import (
     read_image,
 )
 from spinedx.io.limits import MAX_VOXELS_ENV, MIN_SPINE_SIDE, check_volume_size, max_voxels
+from spinedx.io.mr_weighting import mr_weighting
 from spinedx.io.volume_files import (
     METAIMAGE_SUFFIXES,
     check_volume_file,
@@ -122,6 +123,8 @@ class SagittalSlice:
     orientation: str | None
     """The input's orientation code as read (DICOMOrient style, e.g. "LPS", "PIL"); None for 2-D."""
     warnings: list[str] = field(default_factory=list)
+    weighting: str | None = None
+    """"T1" or "T2" (:func:`spinedx.io.mr_weighting.mr_weighting`), None when unknown."""
 
     @property
     def height(self) -> int:
@@ -157,6 +160,7 @@ def read_sagittal(
         result = sagittal.slices([index], [])[0]
     if min_side is not None:
         check_spine_geometry(result, min_side)
+    result.weighting = mr_weighting(path)
     return result
 
 
@@ -195,6 +199,7 @@ def read_sagittal_stack(path: str | Path, n: int = 3) -> list[SagittalSlice]:
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise InputError(f"{path}: number of sagittal slices must be a positive integer, not {n!r}")
     loaded = _load(path)
+    weighting = mr_weighting(path)
     if isinstance(loaded, SagittalSlice):
         extra = [f"only 1 sagittal slice available (2-D image); repeated to make {n}"] if n > 1 else []
         return [
@@ -207,6 +212,7 @@ def read_sagittal_stack(path: str | Path, n: int = 3) -> list[SagittalSlice]:
                 modality=loaded.modality,
                 orientation=loaded.orientation,
                 warnings=[*loaded.warnings, *extra],
+                weighting=weighting,
             )
             for _ in range(n)
         ]
@@ -216,7 +222,10 @@ def read_sagittal_stack(path: str | Path, n: int = 3) -> list[SagittalSlice]:
     extra = []
     if n > sagittal.n:
         extra.append(f"only {sagittal.n} sagittal slices available; outermost repeated to make {n}")
-    return sagittal.slices(stored, extra)
+    stack = sagittal.slices(stored, extra)
+    for image in stack:
+        image.weighting = weighting
+    return stack
 
 
 # --------------------------------------------------------------------------- dispatch

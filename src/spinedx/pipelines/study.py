@@ -6,7 +6,8 @@ series folders, NIfTI/MetaImage volumes, or single images (PNG/JPEG/DICOM files 
 :data:`SLICES_PER_VOLUME` sagittal slices for a volume (the mid-sagittal slice and its neighbours:
 discs look alike there, while lateral slices show the foramina instead). Then, per disc level, the
 calibrated probabilities of every slice that found that level are averaged (Pfirrmann and Modic:
-their probability vectors, decoded as the grader decodes one slice).
+their probability vectors, decoded as the grader decodes one slice). Pfirrmann, a T2 grade, is
+fused from the level's T2-weighted series when the study has any (:mod:`spinedx.io.mr_weighting`).
 
 Output, ``OUT/<study>/``::
 
@@ -32,6 +33,7 @@ from spinedx.io.atomic import atomic_write_text
 from spinedx.io.findings import Findings
 from spinedx.io.images import is_dicom_file
 from spinedx.io.limits import MIN_SPINE_SIDE
+from spinedx.io.mr_weighting import T2
 from spinedx.io.output_location import atomic_directory, unique_output_names
 from spinedx.io.volumes import SagittalSlice, check_spine_geometry, read_sagittal_stack
 from spinedx.pipelines.mri_discs.pipeline import MODEL_NAME, Analysis, MriDiscPipeline
@@ -86,26 +88,40 @@ class SeriesResult:
     error: str | None = None
 
 
+def pfirrmann_sources(weightings: list[str | None]) -> np.ndarray:
+    """Which of a level's observations its fused Pfirrmann grade reads: the T2-weighted ones when there
+    are any, else all (a boolean mask)."""
+    t2 = np.array([weighting == T2 for weighting in weightings], dtype=bool)
+    return t2 if t2.any() else np.ones(len(weightings), dtype=bool)
+
+
 def fuse_levels(observations: list[tuple[str, int | None, Findings]], decode: str = "expected") -> list[dict]:
     """Fused grades per disc level from ``(series name, slice index, findings)`` observations.
 
     Binary grades: the mean calibrated probability; Pfirrmann/Modic: the mean probability vector,
-    Pfirrmann decoded with ``decode`` and Modic by its most probable grade. Levels run caudal to cranial.
+    Pfirrmann over :func:`pfirrmann_sources` and decoded with ``decode``, Modic by its most probable
+    grade. Levels run caudal to cranial.
     """
-    by_level: dict[str, list[tuple[str, int | None, object]]] = {}
+    by_level: dict[str, list[tuple[str, int | None, str | None, object]]] = {}
     labels: dict[str, int] = {}
     for series, slice_index, findings in observations:
         for disc in findings.discs:
-            by_level.setdefault(disc.level, []).append((series, slice_index, disc))
+            entry = (series, slice_index, findings.input.weighting, disc)
+            by_level.setdefault(disc.level, []).append(entry)
             labels[disc.level] = disc.ivd_label
     fused = []
     for level in sorted(by_level, key=lambda name: labels[name]):
-        discs = [disc for _, _, disc in by_level[level]]
+        discs = [disc for *_, disc in by_level[level]]
         grades: dict[str, dict] = {
             name: {"probability": float(np.mean([getattr(d.grades, name).probability for d in discs]))}
             for name in BINARY_TASKS
         }
-        pfirrmann = np.mean([d.grades.pfirrmann.probabilities for d in discs], axis=0)
+        weightings = [weighting for _, _, weighting, _ in by_level[level]]
+        sources = pfirrmann_sources(weightings)
+        uses_t2 = T2 in weightings
+        pfirrmann = np.mean(
+            [discs[i].grades.pfirrmann.probabilities for i in np.flatnonzero(sources)], axis=0
+        )
         grades["pfirrmann"] = {
             "grade": int(pfirrmann_grade(pfirrmann[None], decode)[0]),
             "probabilities": [float(p) for p in pfirrmann],
@@ -121,14 +137,16 @@ def fuse_levels(observations: list[tuple[str, int | None, Findings]], decode: st
                 "ivd_label": labels[level],
                 "grades": grades,
                 "n_observations": len(discs),
+                "pfirrmann_from": "T2-weighted series" if uses_t2 else "all series",
                 "evidence": [
                     {
                         "series": series,
                         "slice_index": slice_index,
+                        "weighting": weighting,
                         "box": disc.box,
                         "grades": disc.grades.model_dump(mode="json"),
                     }
-                    for series, slice_index, disc in by_level[level]
+                    for series, slice_index, weighting, disc in by_level[level]
                 ],
             }
         )

@@ -34,6 +34,7 @@ from spinedx.io.lumbar515 import is_lumbar515
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
 from spinedx.pipelines.mri_discs.evaluate_lumbar515 import evaluate_lumbar515, level_prior
+from spinedx.pipelines.mri_discs.fused_pfirrmann import fused_pfirrmann_metrics
 from spinedx.pipelines.mri_discs.out_of_fold import OutOfFoldModels
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.pipelines.mri_discs.report import write_disc_evaluation_report
@@ -123,14 +124,18 @@ def _graded_discs(dataset, findings: dict[str, Findings], pipeline_for: Pipeline
                 row[f"{name}_threshold"] = thresholds.get(name, 0.5)
             row["pfirrmann_true"] = int(reference["pfirrmann"])
             row["pfirrmann_pred"] = disc.grades.pfirrmann.grade
+            row["pfirrmann_probabilities"] = list(disc.grades.pfirrmann.probabilities)
+            row["weighting"] = result.input.weighting
             row["height_ratio"] = disc.measurements.height_ratio
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _grading(table: pd.DataFrame, n_resamples: int) -> dict:
+def _grading(table: pd.DataFrame, pipeline_for: PipelineForPatient, n_resamples: int) -> dict:
     if table.empty:
         return {}
+    # Every fold model of a CV run decodes Pfirrmann alike (one recipe): any patient's grader tells how.
+    decode = pipeline_for(str(table["patient"].iloc[0])).grader.pfirrmann_decode
     groups = table["patient"].to_numpy()
     metrics = {"n_discs": len(table), "n_patients": int(table["patient"].nunique())}
     for name in BINARY_TASKS:
@@ -153,6 +158,11 @@ def _grading(table: pd.DataFrame, n_resamples: int) -> dict:
             table["pfirrmann_true"], np.clip(np.rint(prior), 1, 5).astype(int),
             labels=[1, 2, 3, 4, 5], groups=groups, n_resamples=n_resamples,
         )["kappa_quadratic"]  # fmt: skip
+    metrics["pfirrmann_fused"] = fused_pfirrmann_metrics(
+        table.rename(columns={"pfirrmann_true": "reference", "pfirrmann_probabilities": "probabilities"}),
+        decode,
+        n_resamples,
+    )
     with_ratio = table.dropna(subset=["height_ratio"])
     if len(with_ratio) and with_ratio["narrowing_true"].nunique() == 2:
         # A lower ratio means narrowing, so score the negated ratio.
@@ -190,7 +200,7 @@ def evaluate_discs(data_root: Path, out_dir: Path, pipeline: MriDiscPipeline | N
     findings = _analyse_all(dataset, pipeline_for)
     localisation, per_series = _localisation(dataset, findings, n_resamples)
     graded = _graded_discs(dataset, findings, pipeline_for)
-    grading = _grading(graded, n_resamples)
+    grading = _grading(graded, pipeline_for, n_resamples)
     metrics = {
         "data": str(data_root),
         "model": {"name": findings and next(iter(findings.values())).model.name, "version": version},

@@ -37,10 +37,10 @@ from spinedx.io.atomic import atomic_write_text
 from spinedx.io.findings import Disc, Findings
 from spinedx.io.lumbar515 import Lumbar515Dataset, read_lumbar515
 from spinedx.io.volumes import read_sagittal
+from spinedx.pipelines.mri_discs.fused_pfirrmann import fused_pfirrmann_metrics
 from spinedx.pipelines.mri_discs.pipeline import MODEL_NAME, MriDiscPipeline
 from spinedx.report.html import load_template, png_base64
 from spinedx.report.overlay import render_overlay
-from spinedx.tasks.disc_grading.network import pfirrmann_grade
 
 N_MISSES_SHOWN = 8
 PRIOR_FOLDS = 5
@@ -89,7 +89,10 @@ def evaluate_lumbar515(
         "patients": f"report patients of {split}" if split is not None else "all",
         "localisation": _localisation(discs, n_resamples),
         "grading": _grading(
-            discs, {**pipeline.operating_points, "degeneration": DEGENERATION_CUT}, n_resamples
+            discs,
+            {**pipeline.operating_points, "degeneration": DEGENERATION_CUT},
+            pipeline.grader.pfirrmann_decode,
+            n_resamples,
         ),
     }
     out_dir = Path(out_dir)
@@ -138,6 +141,7 @@ def _matched_discs(dataset: Lumbar515Dataset, findings: dict[str, Findings]) -> 
         disc = _containing(findings[row.image_id].discs, centre_x, centre_y)
         record = {
             "image_id": row.image_id,
+            "weighting": findings[row.image_id].input.weighting,
             "patient": str(row.patient),
             "level": row.level,
             "box": (row.xmin, row.ymin, row.xmax, row.ymax),
@@ -202,7 +206,7 @@ def _localisation(discs: pd.DataFrame, n_resamples: int) -> dict:
     }
 
 
-def _grading(discs: pd.DataFrame, thresholds: dict[str, float], n_resamples: int) -> dict:
+def _grading(discs: pd.DataFrame, thresholds: dict[str, float], decode: str, n_resamples: int) -> dict:
     """Metrics per finding; ``thresholds`` are the operating points, fixed before seeing this cohort."""
     found = discs[discs["found"]]
     metrics: dict = {"n_found_discs": len(found), "n_patients": int(found["patient"].nunique())}
@@ -246,25 +250,12 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], n_resamples: int
                 graded["pfirrmann"].astype(int), np.clip(np.rint(prior), 1, 5).astype(int),
                 labels=[1, 2, 3, 4, 5], groups=graded["patient"].to_numpy(), n_resamples=n_resamples,
             )["kappa_quadratic"]  # fmt: skip
-        metrics["pfirrmann_fused"] = _fused_pfirrmann(graded, n_resamples)
+        metrics["pfirrmann_fused"] = fused_pfirrmann_metrics(
+            graded.rename(columns={"pfirrmann": "reference", "pfirrmann_probabilities": "probabilities"}),
+            decode,
+            n_resamples,
+        )
     return metrics
-
-
-def _fused_pfirrmann(graded: pd.DataFrame, n_resamples: int) -> dict:
-    """Pfirrmann per patient and level from the mean probability vector over the patient's series (as
-    :func:`spinedx.pipelines.study.fuse_levels` fuses a study), against the patient's grade."""
-    fused = graded.groupby(["patient", "level"]).agg(
-        reference=("pfirrmann", "first"),
-        probabilities=("pfirrmann_probabilities", lambda rows: np.mean(np.stack(rows.to_list()), axis=0)),
-        n_series=("image_id", "nunique"),
-    )
-    predicted = pfirrmann_grade(np.stack(fused["probabilities"].to_list()))
-    result = ordinal_metrics(
-        fused["reference"].astype(int), predicted, labels=[1, 2, 3, 4, 5],
-        groups=fused.index.get_level_values("patient").to_numpy(), n_resamples=n_resamples,
-    )  # fmt: skip
-    result["mean_series_per_level"] = float(fused["n_series"].mean())
-    return result
 
 
 def _write_report(

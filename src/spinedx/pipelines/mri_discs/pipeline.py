@@ -25,6 +25,7 @@ import torch
 
 import spinedx
 from spinedx.io.findings import Disc, DiscGrades, DiscMeasurements, Findings, InputInfo, ModelInfo
+from spinedx.io.mr_weighting import T1
 from spinedx.io.volumes import SagittalSlice
 from spinedx.models.registry import has_weights, resolve_weights
 from spinedx.pipelines.mri_discs.measure import disc_heights
@@ -44,6 +45,10 @@ TASK = "mri-discs"
 MODEL_NAME = "spinedx-mri-discs"
 NO_DISC_WARNING = "no intervertebral disc found: is this a sagittal spine MR image?"
 CONSTANT_WARNING = "the image is constant (no contrast): nothing to analyse"
+T1_PFIRRMANN_WARNING = (
+    "this series looks T1-weighted: Pfirrmann grades are defined on T2-weighted images, so read them "
+    "from a T2 series of the study"
+)
 
 
 @dataclass
@@ -106,8 +111,10 @@ class MriDiscPipeline:
     @property
     def fuses_canal(self) -> bool:
         """Whether the grader's canal fusion applies: its canal model is this pipeline's stenosis model."""
+        if self.stenosis is None:
+            return False
         sha256 = self.grader.canal_model_sha256
-        return sha256 is not None and self.stenosis is not None and self.stenosis.sha256 == sha256
+        return sha256 is not None and self.stenosis.sha256 == sha256
 
     @property
     def operating_points(self) -> dict[str, float]:
@@ -167,6 +174,8 @@ class MriDiscPipeline:
                     ):
                         grade["stenosis"] = {"probability": float(probability)}
                 heights = disc_heights(boxes, labels, image.pixel_spacing_mm)
+                if image.weighting == T1:
+                    warnings.append(T1_PFIRRMANN_WARNING)
                 discs = [
                     Disc(
                         level=detection.level,
@@ -196,6 +205,7 @@ class MriDiscPipeline:
                 height=height,
                 pixel_spacing_mm=list(image.pixel_spacing_mm) if image.pixel_spacing_mm else None,
                 slice_index=image.slice_index,
+                weighting=image.weighting,
             ),
             model=ModelInfo(name=MODEL_NAME, version=self.version),
             discs=discs,
