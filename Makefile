@@ -4,6 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_MRI := data/synth-mri
 DEMO_ANALYSIS := runs/demo-analysis
+DEMO_STUDY := data/synth-study-1
 DEMO_DATA := data/synth-xray
 DEMO_RUN := runs/demo
 
@@ -33,11 +34,14 @@ system-tools:
 demo: install
 	test -f $(DEMO_MRI)/series.csv || $(BIN)/spinedx synth mri --out $(DEMO_MRI) --patients 2 --seed 7
 	$(BIN)/spinedx analyze $(DEMO_MRI)/images/*.png --task mri-discs --out $(DEMO_ANALYSIS)
-	@echo "MRI study reports: $(abspath $(DEMO_ANALYSIS))/*/report.html"
+	mkdir -p $(DEMO_STUDY) && cp $(DEMO_MRI)/images/1_t1.png $(DEMO_STUDY)/t1.png && cp $(DEMO_MRI)/images/1_t2.png $(DEMO_STUDY)/t2.png
+	$(BIN)/spinedx analyze $(DEMO_STUDY) --task mri-discs --out $(DEMO_ANALYSIS)
+	@echo "MRI slice reports: $(abspath $(DEMO_ANALYSIS))/*/report.html"
+	@echo "MRI study report (both series fused per level): $(abspath $(DEMO_ANALYSIS))/synth-study-1/report.html"
 	test -f $(DEMO_DATA)/annotations.csv || $(BIN)/spinedx synth xray --out $(DEMO_DATA) --n 300 --seed 42
 	$(BIN)/spinedx train configs/xray_lesions.yaml --out $(DEMO_RUN)
 	$(BIN)/spinedx evaluate $(DEMO_RUN)
-	@echo "MRI study reports: $(abspath $(DEMO_ANALYSIS))/*/report.html"
+	@echo "MRI study report: $(abspath $(DEMO_ANALYSIS))/synth-study-1/report.html"
 	@echo "radiograph classifier report: $(abspath $(DEMO_RUN))/report.html"
 
 lint: install

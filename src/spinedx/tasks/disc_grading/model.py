@@ -184,6 +184,8 @@ class DiscGrader:
             raise ValueError("canal logits given to a grader without a canal fusion")
         canal = np.asarray(canal_logits, dtype=np.float64).reshape(-1)
         binary = probs["binary"].copy()
+        if len(canal) != len(binary):
+            raise InputError(f"disc grading: {len(canal)} canal logits for {len(binary)} boxes")
         for name, entry in self.canal_fusion["findings"].items():
             column = BINARY_TASKS.index(name)
             stack = LogitStack(entry["weights"], entry["intercept"])

@@ -42,8 +42,8 @@ from spinedx.tasks.mri_discs.config import MriDiscsRecipe
 log = logging.getLogger(__name__)
 
 FUSED_FINDINGS: tuple[str, ...] = ("herniation",)
-"""Grader findings that take the canal model's logit: those of the posterior disc margin that its
-stenosis labels do not already grade (chosen on the development patients' out-of-fold predictions)."""
+"""Grader findings that take the canal model's logit. Chosen on the development patients' out-of-fold
+predictions: stacking raised SPIDER herniation by 0.06 AUROC, bulging and narrowing by 0.01 each."""
 CANAL_FUSION_METRICS = "canal_fusion.json"
 
 
