@@ -419,7 +419,16 @@ FIELD_MEANINGS: dict[str, tuple[str, str]] = {
         "",
         "the grade the heatmap explains: the disc's most important positive finding, else `pfirrmann`",
     ),
-    "DiscGrades.herniation": ("", "probability of disc herniation (Platt-calibrated)"),
+    "Evidence.model": (
+        "",
+        "`disc_grader`, or `canal_stenosis` for a finding fused with the canal model (herniation): the "
+        "model whose logit the heatmap explains",
+    ),
+    "DiscGrades.herniation": (
+        "",
+        "probability of disc herniation (Platt-calibrated; with the bundled models, the grader's logit "
+        "stacked with the canal stenosis model's)",
+    ),
     "DiscGrades.bulging": ("", "probability of disc bulging (Platt-calibrated)"),
     "DiscGrades.narrowing": ("", "probability of disc-space narrowing (Platt-calibrated)"),
     "DiscGrades.pfirrmann": ("", "Pfirrmann degeneration grade 1–5 with the five grade probabilities"),

@@ -117,6 +117,7 @@ def test_every_disc_has_its_heatmap_in_place(slice_png, tmp_path):
         assert disc["evidence"] == {
             "heatmap": f"evidence/{disc['level'].replace('/', '-')}.png",
             "finding": "herniation",
+            "model": "disc_grader",  # the stub pipeline has no canal model to fuse with
         }
         heatmap = np.asarray(Image.open(folder / disc["evidence"]["heatmap"]))
         assert heatmap.shape == (256, 200) and heatmap.dtype == np.uint8

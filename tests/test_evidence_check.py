@@ -35,10 +35,11 @@ def test_evidence_check_reports_three_shares_with_intervals(tmp_path):
     result = api.evidence_check(data, tmp_path / "check.json", max_series=2, n_resamples=20)
     assert json.loads((tmp_path / "check.json").read_text()) == json.loads(json.dumps(result))
     assert result["n_discs"] > 5 and result["n_patients"] == 1
-    for name in ("trained", "randomised", "uniform"):
-        share = result[name]
-        assert 0.0 <= share["lower"] <= share["estimate"] <= share["upper"] <= 1.0, name
-    assert np.isfinite(result["uniform"]["estimate"])
+    for shares in (result, result["canal"]):  # the grader's heatmaps, and the bundled canal model's
+        for name in ("trained", "randomised", "uniform"):
+            share = shares[name]
+            assert 0.0 <= share["lower"] <= share["estimate"] <= share["upper"] <= 1.0, name
+        assert np.isfinite(shares["uniform"]["estimate"])
 
 
 def test_evidence_check_split_scores_only_the_report_patients(tmp_path):

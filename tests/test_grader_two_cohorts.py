@@ -17,7 +17,7 @@ from spinedx.errors import InputError
 from spinedx.io.images import read_image
 from spinedx.io.lumbar515 import read_lumbar515
 from spinedx.io.volumes import read_sagittal
-from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
+from spinedx.pipelines.mri_discs.pipeline import DiscEvidence, MriDiscPipeline
 from spinedx.synth.mri import generate_mri_dataset
 from spinedx.tasks.canal_stenosis.model import CanalStenosis
 from spinedx.tasks.canal_stenosis.network import StenosisNet
@@ -214,6 +214,16 @@ def _check_canal_fusion(config: GraderConfig, path: Path, cv_dir: Path, pixels, 
     )
     assert [disc.grades.herniation.probability for disc in findings.discs] == pytest.approx(
         [grade["herniation"]["probability"] for grade in expected], abs=1e-3
+    )
+    # A fused finding's heatmap is the canal model's Grad-CAM; other findings keep the grader's.
+    heatmaps = [np.zeros(image.pixels.shape, dtype=np.float32) for _ in found[:2]]
+    evidence = [DiscEvidence("herniation", heatmaps[0]), DiscEvidence("bulging", heatmaps[1])]
+    pipeline._canal_evidence(evidence, image.pixels, found[:2], found_labels[:2])
+    assert [(item.finding, item.model) for item in evidence] == [
+        ("herniation", "canal_stenosis"), ("bulging", "disc_grader")
+    ]  # fmt: skip
+    np.testing.assert_allclose(
+        evidence[0].heatmap, canal.evidence(image.pixels, found[:1], found_labels[:1])[0]
     )
     canal.sha256 = "d" * 64  # another canal model: the grader's own herniation, its own operating point
     assert not pipeline.fuses_canal and pipeline.operating_points == grader.thresholds

@@ -8,11 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spinedx import api
 from spinedx.errors import InputError
 from spinedx.io.lumbar515 import is_lumbar515, read_lumbar515
+from spinedx.models.model_file import save_model_file
+from spinedx.models.program import trace_program
+from spinedx.tasks.canal_stenosis.model import FORMAT as CANAL_FORMAT
 from spinedx.tasks.canal_stenosis.model import CanalStenosis
+from spinedx.tasks.canal_stenosis.network import StenosisNet
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "lumbar515-sagittal"
 
@@ -87,6 +92,38 @@ def test_stenosis_trainer_cross_validates_calibrates_and_resumes(cohort, tmp_pat
     config.write_text(config.read_text().replace("crop_size: 32", "crop_size: 48"))
     with pytest.raises(InputError, match="from another recipe or other data"):
         api.train(config, tmp_path / "run")
+
+
+def test_canal_evidence_is_grad_cam_inside_the_posterior_crop_and_survives_compiling(tmp_path):
+    torch.manual_seed(0)
+    network = StenosisNet("resnet10t").eval()
+    with torch.no_grad():  # a logit rising with the pooled features, so random weights give a non-empty map
+        network.head.weight.abs_()
+    state = {"format": CANAL_FORMAT, "architecture": {"backbone": "resnet10t"}, "state_dict": network.state_dict(),
+             "crop": {"size": 32, "scale": 1.3}, "calibration": {"a": 1.0, "b": 0.0}, "threshold": 0.5}  # fmt: skip
+    path = save_model_file(tmp_path / "canal.pt", state)
+    pixels = np.random.default_rng(0).random((200, 200)).astype(np.float32)
+    boxes, labels = [(100.0, 100.0, 150.0, 120.0), (90.0, 130.0, 150.0, 150.0)], [1, 2]
+    eager = CanalStenosis.load(path)
+    heatmaps = eager.evidence(pixels, boxes, labels)
+    assert eager.has_evidence and len(heatmaps) == 2 and heatmaps[0].shape == pixels.shape
+    assert heatmaps[0].max() == pytest.approx(1.0, abs=0.02)
+    assert heatmaps[0][:, :115].max() == 0.0 and heatmaps[0][:75].max() == 0.0  # only the crop's square
+    compiled = CanalStenosis.load(eager.compile(path))
+    assert compiled.has_evidence
+    np.testing.assert_allclose(
+        compiled.logits(pixels, boxes, labels), eager.logits(pixels, boxes, labels), atol=1e-4
+    )
+    np.testing.assert_allclose(compiled.evidence(pixels, boxes, labels)[0], heatmaps[0], atol=1e-3)
+    # A file compiled before the evidence maps: logits as ever, and one clear error for evidence.
+    state["program"] = trace_program(network, (torch.rand(2, 1, 32, 32), torch.tensor([1, 2])))
+    old = CanalStenosis.load(save_model_file(tmp_path / "old.pt", state))
+    assert not old.has_evidence
+    np.testing.assert_allclose(
+        old.logits(pixels, boxes, labels), eager.logits(pixels, boxes, labels), atol=1e-4
+    )
+    with pytest.raises(InputError, match="without evidence maps"):
+        old.evidence(pixels, boxes, labels)
 
 
 @pytest.mark.real_data

@@ -10,9 +10,10 @@ Keys added with the spine segmenter (issue 4; present only when a segmenter ran)
 findings gain ``masks`` (label-map PNG), ``mask_labels`` (its ``labels.json``) and, for volume
 inputs, ``mask_nifti``, each a path relative to findings.json.
 
-Per disc, ``evidence`` (present when analysis made a heatmap) names the Grad-CAM PNG of the grader
-for one finding of that disc: ``{"heatmap": "evidence/L4-L5.png", "finding": "herniation"}`` — an
-8-bit grayscale image the size of the analysed slice (255 = the strongest evidence for that disc).
+Per disc, ``evidence`` (present when analysis made a heatmap) names the Grad-CAM PNG for one finding
+of that disc and the model it explains: ``{"heatmap": "evidence/L4-L5.png", "finding": "herniation",
+"model": "canal_stenosis"}`` — an 8-bit grayscale image the size of the analysed slice (255 = the
+strongest evidence for that disc).
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class Evidence(_Open):
     """Path of the heatmap PNG, relative to findings.json."""
     finding: str
     """The grade it explains, a key of the disc's ``grades``."""
+    model: str | None = None
+    """The bundled model whose logit it explains: "disc_grader", or "canal_stenosis" for a finding
+    fused with the canal model (herniation)."""
 
 
 class Disc(_Open):

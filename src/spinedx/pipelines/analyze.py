@@ -132,7 +132,7 @@ def _write_evidence(
         relative = f"evidence/{disc.level.replace('/', '-')}.png"
         heatmap = np.clip(evidence.heatmap * 255.0 + 0.5, 0, 255).astype(np.uint8)
         atomic_write_bytes(folder / relative, _png_bytes(Image.fromarray(heatmap)))
-        disc.evidence = Evidence(heatmap=relative, finding=evidence.finding)
+        disc.evidence = Evidence(heatmap=relative, finding=evidence.finding, model=evidence.model)
         rendered.append(_png_bytes(render_evidence(image.pixels, evidence.heatmap, disc.box)))
     return rendered
 

@@ -12,6 +12,10 @@ canal count — for
 
 Evidence that means something puts clearly more mass in the region than both. 95% CIs: bootstrap
 over patients.
+
+With a canal stenosis model that has evidence maps (the bundled one, whose logit ranks the fused
+herniation), the same three shares are measured for its Grad-CAM of every disc (``canal``): the model,
+the same architecture with random weights, and a uniform map over its crop of the posterior margin.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from spinedx.io.lumbar515 import is_lumbar515, read_lumbar515
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
+from spinedx.tasks.canal_stenosis.model import CanalStenosis
+from spinedx.tasks.canal_stenosis.network import StenosisNet
 from spinedx.tasks.disc_grading.model import DiscGrader
 
 POSTERIOR_MARGIN = 0.5
@@ -52,6 +58,21 @@ def randomised(grader: DiscGrader, seed: int) -> DiscGrader:
     clone = copy.copy(grader)
     clone.model = network.eval()
     return clone
+
+
+def randomised_canal(canal: CanalStenosis, seed: int) -> CanalStenosis:
+    """The canal model's architecture with freshly initialised weights (and its crop settings)."""
+    torch.manual_seed(seed)
+    return CanalStenosis(StenosisNet(canal.architecture["backbone"]).eval(),
+                         crop={"size": canal.crop_size, "scale": canal.crop_scale},
+                         calibration=canal.calibration.as_dict(), architecture=canal.architecture)  # fmt: skip
+
+
+def _share(heatmap: np.ndarray, box, shape) -> float:
+    """The share of ``heatmap``'s mass inside :func:`disc_region` of ``box`` (NaN for an empty map)."""
+    x0, y0, x1, y1 = disc_region(box, shape)
+    total = float(heatmap.sum())
+    return float(heatmap[y0:y1, x0:x1].sum()) / total if total > 0 else np.nan
 
 
 def _series(data_root: Path, split: Path | None) -> list[tuple[str, Path]]:
@@ -81,6 +102,9 @@ def evidence_check(
     trained = pipeline.grader
     random = randomised(trained, seed)
     shares: dict[str, list[float]] = {"trained": [], "randomised": [], "uniform": []}
+    canal = pipeline.stenosis if pipeline.stenosis is not None and pipeline.stenosis.has_evidence else None
+    canal_models = {} if canal is None else {"trained": canal, "randomised": randomised_canal(canal, seed)}
+    canal_shares: dict[str, list[float]] = {name: [] for name in (*canal_models, "uniform")} if canal else {}
     patients: list[str] = []
     for patient, path in _series(Path(data_root), split)[:max_series]:
         pixels = read_sagittal(path).pixels
@@ -92,9 +116,14 @@ def evidence_check(
         explained = [trained.evidence_finding(grade) for grade in trained.grade(pixels, boxes, labels)]
         for name, grader in (("trained", trained), ("randomised", random)):
             for box, heatmap in zip(boxes, grader.evidence(pixels, boxes, labels, explained), strict=True):
-                x0, y0, x1, y1 = disc_region(box, pixels.shape)
-                total = float(heatmap.sum())
-                shares[name].append(float(heatmap[y0:y1, x0:x1].sum()) / total if total > 0 else np.nan)
+                shares[name].append(_share(heatmap, box, pixels.shape))
+        for name, model in canal_models.items():
+            for box, heatmap in zip(boxes, model.evidence(pixels, boxes, labels), strict=True):
+                canal_shares[name].append(_share(heatmap, box, pixels.shape))
+        if canal is not None:
+            flat = np.ones((canal.crop_size, canal.crop_size), dtype=np.float32)
+            canal_shares["uniform"] += [_share(canal.in_image(flat, box, pixels.shape), box, pixels.shape)
+                                        for box in boxes]  # fmt: skip
         flat = np.ones((trained.crop_size, trained.crop_size), dtype=np.float32)
         for box in boxes:
             view = trained.view_in_image(flat, box, pixels.shape)
@@ -103,6 +132,15 @@ def evidence_check(
         patients += [patient] * len(boxes)
     groups = np.asarray(patients)
     result: dict = {"data": str(data_root), "n_discs": len(patients), "n_patients": len(set(patients))}
+    result |= _intervals(shares, groups, n_resamples, seed)
+    if canal is not None:
+        result["canal"] = _intervals(canal_shares, groups, n_resamples, seed)
+    return result
+
+
+def _intervals(shares: dict[str, list[float]], groups: np.ndarray, n_resamples: int, seed: int) -> dict:
+    """Mean share per heatmap source with its bootstrap CI over patients."""
+    result = {}
     for name, values in shares.items():
         values_array = np.asarray(values, dtype=float)
         usable = np.isfinite(values_array)

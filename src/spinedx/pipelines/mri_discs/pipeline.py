@@ -57,6 +57,8 @@ class DiscEvidence:
     """The grade the heatmap explains (e.g. "herniation", "pfirrmann")."""
     heatmap: np.ndarray
     """Grad-CAM, float32 in [0, 1], same shape as the analysed slice."""
+    model: str = GRADER_NAME
+    """The bundled model whose logit the heatmap explains ("disc_grader" or "canal_stenosis")."""
 
 
 @dataclass
@@ -121,6 +123,18 @@ class MriDiscPipeline:
         """The threshold per binary finding of the probabilities this pipeline writes."""
         return self.grader.operating_points(self.fuses_canal)
 
+    def _canal_evidence(self, evidence: list[DiscEvidence], pixels: np.ndarray, boxes, labels) -> None:
+        """A fused finding's heatmap from the canal model (whose logit ranks it) instead of the grader's."""
+        if not (self.fuses_canal and self.stenosis.has_evidence):
+            return
+        fused = set(self.grader.canal_fusion["findings"])
+        rows = [row for row, item in enumerate(evidence) if item.finding in fused]
+        if not rows:
+            return
+        heatmaps = self.stenosis.evidence(pixels, [boxes[row] for row in rows], [labels[row] for row in rows])
+        for row, heatmap in zip(rows, heatmaps, strict=True):
+            evidence[row] = DiscEvidence(evidence[row].finding, heatmap, STENOSIS_NAME)
+
     def segment(self, image: SagittalSlice) -> np.ndarray | None:
         """The label map of ``image``, or None without a segmenter."""
         return None if self.segmenter is None else self.segmenter.segment(image)
@@ -166,6 +180,7 @@ class MriDiscPipeline:
                         pixels, boxes, labels, fusion_input
                     )
                     disc_evidence = [DiscEvidence(*pair) for pair in zip(explained, heatmaps, strict=True)]
+                    self._canal_evidence(disc_evidence, pixels, boxes, labels)
                 else:
                     grades = self.grader.grade(pixels, boxes, labels, fusion_input)
                 if canal_logits is not None:

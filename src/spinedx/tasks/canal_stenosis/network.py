@@ -5,6 +5,9 @@ disc's height, ``crop_scale`` box widths wide: the posterior annulus, the canal 
 elements, at a higher resolution than the whole-disc grader crop. The level one-hot enters the
 final linear layer, so each level has its own bias: the level prior is an explicit logit offset the
 image evidence moves up or down.
+
+:meth:`StenosisNet.forward_with_maps` also returns the activations of the backbone stage at stride 16
+(``evidence_maps``), for Grad-CAM; the bundled program is traced from it.
 """
 
 from __future__ import annotations
@@ -67,5 +70,29 @@ class StenosisNet(nn.Module):
     def forward(self, images: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """Logits ``(N,)`` of ``(N, 1, S, S)`` crops in [0, 1] and their level indices."""
         features = self.backbone((images.expand(-1, 3, -1, -1) - self.mean) / self.std)
+        return self._logits(features, levels)
+
+    def forward_with_maps(
+        self, images: torch.Tensor, levels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits of :meth:`forward` and the stride-16 stage's activations ``(N, C, S/16, S/16)``."""
+        stage = max(i for i, info in enumerate(self.backbone.feature_info) if info["reduction"] <= 16)
+        final, (maps,) = self.backbone.forward_intermediates(
+            (images.expand(-1, 3, -1, -1) - self.mean) / self.std, indices=[stage], intermediates_only=False
+        )
+        return self._logits(self.backbone.forward_head(final, pre_logits=True), levels), maps
+
+    def _logits(self, features: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(levels.long().clamp(0, N_LEVELS - 1), N_LEVELS).to(features.dtype)
         return self.head(torch.cat([features, onehot], 1)).squeeze(1)
+
+
+class WithEvidenceMaps(nn.Module):
+    """``network.forward_with_maps`` as the module's forward: what the bundled program is traced from."""
+
+    def __init__(self, network: StenosisNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.forward_with_maps(images, levels)

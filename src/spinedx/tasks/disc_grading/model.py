@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy.special import expit
 
 from spinedx.errors import InputError
 from spinedx.models.calibration import LogitStack, PlattScaler, TemperatureScaler, softmax_probabilities
+from spinedx.models.grad_cam import grad_cam
 from spinedx.models.model_file import read_model_file, save_model_file
 from spinedx.models.precision import full_precision
 from spinedx.models.program import load_program, trace_program
@@ -202,12 +202,8 @@ class DiscGrader:
         return "pfirrmann"
 
     def evidence(self, pixels: np.ndarray, boxes, ivd_labels, findings: list[str]) -> list[np.ndarray]:
-        """Grad-CAM heatmap of each disc's ``findings[i]`` logit, in ``pixels``' frame: float32 in [0, 1],
-        zero outside the network's view of that disc.
-
-        Computed here with autograd rather than pytorch-grad-cam or MONAI: both hook submodules,
-        which a traced program does not have, and both would load libraries analysis avoids.
-        """
+        """Grad-CAM heatmap (:func:`~spinedx.models.grad_cam.grad_cam`) of each disc's ``findings[i]``
+        logit, in ``pixels``' frame: float32 in [0, 1], zero outside the network's view of that disc."""
         boxes = [tuple(float(v) for v in box) for box in boxes]
         if not boxes:
             return []
@@ -241,18 +237,10 @@ class DiscGrader:
     def _heatmaps(
         self, outputs: dict[str, torch.Tensor], findings: list[str], boxes, shape
     ) -> list[np.ndarray]:
-        maps = outputs["evidence_maps"]
         targets = torch.stack(
             [_target_logit(outputs, row, name, self.pfirrmann_head) for row, name in enumerate(findings)]
         )
-        (gradients,) = torch.autograd.grad(targets.sum(), maps)
-        weights = gradients.mean(dim=(2, 3), keepdim=True)
-        cams = torch.relu((weights * maps.detach()).sum(1, keepdim=True))
-        cams = F.interpolate(
-            cams, size=(self.crop_size, self.crop_size), mode="bilinear", align_corners=False
-        )
-        peaks = cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
-        cams = (cams / peaks)[:, 0].numpy()
+        cams = grad_cam(targets, outputs["evidence_maps"], self.crop_size)
         return [self.view_in_image(cam, box, shape) for cam, box in zip(cams, boxes, strict=True)]
 
     def view_in_image(self, cam: np.ndarray, box: tuple, shape: tuple[int, int]) -> np.ndarray:
