@@ -33,7 +33,12 @@ from spinedx.io.findings import Findings
 from spinedx.io.lumbar515 import is_lumbar515
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
-from spinedx.pipelines.mri_discs.evaluate_lumbar515 import evaluate_lumbar515, level_prior
+from spinedx.pipelines.mri_discs.evaluate_lumbar515 import (
+    evaluate_lumbar515,
+    level_prior,
+    prior_auroc,
+    prior_kappa,
+)
 from spinedx.pipelines.mri_discs.fused_pfirrmann import fused_pfirrmann_metrics
 from spinedx.pipelines.mri_discs.out_of_fold import OutOfFoldModels
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
@@ -143,21 +148,19 @@ def _grading(table: pd.DataFrame, pipeline_for: PipelineForPatient, n_resamples:
             table[f"{name}_true"], table[f"{name}_prob"], threshold=table[f"{name}_threshold"].to_numpy(),
             groups=groups, n_resamples=n_resamples,
         )  # fmt: skip
-        prior = level_prior(table, f"{name}_true")
-        if table[f"{name}_true"].nunique() == 2 and np.isfinite(prior).all():  # not with a single patient
-            metrics[name]["level_prior"] = binary_task_metrics(
-                table[f"{name}_true"], prior, threshold=0.5, groups=groups, n_resamples=n_resamples
-            )["auroc"]
+        if table[f"{name}_true"].nunique() == 2:
+            auroc = prior_auroc(
+                table[f"{name}_true"], level_prior(table, f"{name}_true"), groups, n_resamples
+            )
+            if auroc is not None:
+                metrics[name]["level_prior"] = auroc
     metrics["pfirrmann"] = ordinal_metrics(
         table["pfirrmann_true"], table["pfirrmann_pred"], labels=[1, 2, 3, 4, 5], groups=groups,
         n_resamples=n_resamples,
     )  # fmt: skip
-    prior = level_prior(table, "pfirrmann_true")
-    if np.isfinite(prior).all():
-        metrics["pfirrmann"]["level_prior"] = ordinal_metrics(
-            table["pfirrmann_true"], np.clip(np.rint(prior), 1, 5).astype(int),
-            labels=[1, 2, 3, 4, 5], groups=groups, n_resamples=n_resamples,
-        )["kappa_quadratic"]  # fmt: skip
+    kappa = prior_kappa(table["pfirrmann_true"], level_prior(table, "pfirrmann_true"), groups, n_resamples)
+    if kappa is not None:
+        metrics["pfirrmann"]["level_prior"] = kappa
     metrics["pfirrmann_fused"] = fused_pfirrmann_metrics(
         table.rename(columns={"pfirrmann_true": "reference", "pfirrmann_probabilities": "probabilities"}),
         decode,

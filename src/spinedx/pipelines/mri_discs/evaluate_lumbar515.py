@@ -187,6 +187,22 @@ def level_prior(discs: pd.DataFrame, column: str) -> np.ndarray:
     return prior
 
 
+def prior_auroc(truth, prior: np.ndarray, groups: np.ndarray, n_resamples: int) -> dict | None:
+    """AUROC (with its CI) of the :func:`level_prior` scores; None when it could not be learned (one patient)."""
+    if not np.isfinite(prior).all():
+        return None
+    return binary_task_metrics(truth, prior, threshold=0.5, groups=groups, n_resamples=n_resamples)["auroc"]
+
+
+def prior_kappa(truth, prior: np.ndarray, groups: np.ndarray, n_resamples: int) -> dict | None:
+    """Quadratic κ (with its CI) of the :func:`level_prior` mean grade, rounded; None as :func:`prior_auroc`."""
+    if not np.isfinite(prior).all():
+        return None
+    predicted = np.clip(np.rint(prior), 1, 5).astype(int)
+    return ordinal_metrics(truth, predicted, labels=[1, 2, 3, 4, 5], groups=groups,
+                           n_resamples=n_resamples)["kappa_quadratic"]  # fmt: skip
+
+
 def _localisation(discs: pd.DataFrame, n_resamples: int) -> dict:
     groups = discs["patient"].to_numpy()
     found = discs["found"].to_numpy(dtype=float)
@@ -224,11 +240,9 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], decode: str, n_r
             subset[column].astype(int), values[usable], threshold=thresholds.get(finding, 0.5),
             groups=subset["patient"].to_numpy(), n_resamples=n_resamples,
         )  # fmt: skip
-        if np.isfinite(prior).all():  # not with a single patient
-            metrics[finding]["level_prior"] = binary_task_metrics(
-                subset[column].astype(int), prior, threshold=0.5,
-                groups=subset["patient"].to_numpy(), n_resamples=n_resamples,
-            )["auroc"]  # fmt: skip
+        auroc = prior_auroc(subset[column].astype(int), prior, subset["patient"].to_numpy(), n_resamples)
+        if auroc is not None:
+            metrics[finding]["level_prior"] = auroc
     if "canal_ap" in found and found["canal_ap"].notna().any():
         usable = found["canal_ap"].notna()
         subset = found[usable]
@@ -245,11 +259,9 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], decode: str, n_r
         prior = level_prior(discs, "pfirrmann")[discs["found"].to_numpy()][
             found["pfirrmann"].notna().to_numpy()
         ]
-        if np.isfinite(prior).all():
-            metrics["pfirrmann"]["level_prior"] = ordinal_metrics(
-                graded["pfirrmann"].astype(int), np.clip(np.rint(prior), 1, 5).astype(int),
-                labels=[1, 2, 3, 4, 5], groups=graded["patient"].to_numpy(), n_resamples=n_resamples,
-            )["kappa_quadratic"]  # fmt: skip
+        kappa = prior_kappa(graded["pfirrmann"].astype(int), prior, graded["patient"].to_numpy(), n_resamples)
+        if kappa is not None:
+            metrics["pfirrmann"]["level_prior"] = kappa
         metrics["pfirrmann_fused"] = fused_pfirrmann_metrics(
             graded.rename(columns={"pfirrmann": "reference", "pfirrmann_probabilities": "probabilities"}),
             decode,

@@ -104,7 +104,7 @@ def evidence_check(
     shares: dict[str, list[float]] = {"trained": [], "randomised": [], "uniform": []}
     canal = pipeline.stenosis if pipeline.stenosis is not None and pipeline.stenosis.has_evidence else None
     canal_models = {} if canal is None else {"trained": canal, "randomised": randomised_canal(canal, seed)}
-    canal_shares: dict[str, list[float]] = {name: [] for name in (*canal_models, "uniform")} if canal else {}
+    canal_shares: dict[str, list[float]] = {name: [] for name in (*canal_models, "uniform")}
     patients: list[str] = []
     for patient, path in _series(Path(data_root), split)[:max_series]:
         pixels = read_sagittal(path).pixels

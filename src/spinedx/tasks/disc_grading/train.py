@@ -68,6 +68,7 @@ from spinedx.models.registry import resolve_weights
 from spinedx.tasks.disc_grading.config import GraderConfig
 from spinedx.tasks.disc_grading.model import (
     FORMAT,
+    NETWORK_SETTINGS,
     DiscGrader,
     apply_calibration,
     init_path,
@@ -521,7 +522,7 @@ def fit_calibration(logits: dict, table: pd.DataFrame, pfirrmann_head: str = "co
         y = targets["binary"][labelled, j].astype(np.int64)
         scaler = PlattScaler.fit(logits["binary"][labelled, j], y)
         binary[task] = scaler.as_dict()
-        thresholds[task] = youden_threshold(y, scaler.apply(logits["binary"][labelled, j])) if len(y) else 0.5
+        thresholds[task] = youden_threshold(y, scaler.apply(logits["binary"][labelled, j]))
     graded = ~np.isnan(targets["pfirrmann"])
     pfirrmann = TemperatureScaler.fit(
         logits["pfirrmann"][graded],
@@ -740,9 +741,7 @@ def cross_validate_grader(config: GraderConfig, out_dir: Path) -> dict:
         for j in range(len(BINARY_TASKS)):
             labelled = ~np.isnan(targets["binary"][train, j])
             y = targets["binary"][train, j][labelled].astype(np.int64)
-            baseline_thresholds[test, j] = (
-                youden_threshold(y, base_train["binary"][labelled, j]) if len(y) else 0.5
-            )
+            baseline_thresholds[test, j] = youden_threshold(y, base_train["binary"][labelled, j])
 
     # Headline metrics on the reference-boxed discs only (comparable with runs without localiser
     # boxes); with localiser boxes the same metrics on all discs go under "all_discs".
@@ -921,15 +920,7 @@ def _save_grader(path: Path, config: GraderConfig, state_dict: dict, calibration
     weights = half_precision(state_dict)
     payload = {
         "format": FORMAT,
-        "model": {
-            "backbone": config.backbone,
-            "hidden": config.hidden,
-            "dropout": config.dropout,
-            "descriptors": config.descriptors,
-            "margin": config.margin,
-            "level_input": config.level_input,
-            "pfirrmann_head": config.pfirrmann_head,
-        },
+        "model": {"backbone": config.backbone} | {name: getattr(config, name) for name in NETWORK_SETTINGS},
         "crop": {"size": config.crop_size, "margin": config.margin, "pad": config.pad},
         "pfirrmann_decode": config.pfirrmann_decode,
         "state_dict": weights,
