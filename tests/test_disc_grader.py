@@ -439,7 +439,7 @@ def unboxed_spider(tiny_spider, tmp_path_factory):
 
 def test_localizer_boxes_add_graded_unboxed_series(unboxed_spider, tmp_path, monkeypatch):
     root, removed, fake = unboxed_spider
-    monkeypatch.setattr(training, "_load_localizer", lambda: (fake(), "f" * 64))
+    monkeypatch.setattr(training, "_load_localizer", lambda path: (fake(), "f" * 64))
     plain = load_grading_data(_tiny_config(root))
     assert (plain.table["box_source"] == "reference").all()
     assert not plain.table["image_id"].isin(UNBOXED).any()
@@ -472,7 +472,7 @@ def test_localizer_boxes_add_graded_unboxed_series(unboxed_spider, tmp_path, mon
 
 def test_localizer_folds_keep_reference_folds_and_patients(unboxed_spider, monkeypatch):
     root, _, fake = unboxed_spider
-    monkeypatch.setattr(training, "_load_localizer", lambda: (fake(), "f" * 64))
+    monkeypatch.setattr(training, "_load_localizer", lambda path: (fake(), "f" * 64))
     table = load_grading_data(_tiny_config(root, localizer_boxes=True)).table
     folds = patient_folds(table, 2, seed=0)
     assert (folds >= 0).all()
@@ -490,7 +490,7 @@ def test_localizer_boxes_fingerprint():
 
 def test_cross_validation_with_localizer_boxes_scores_reference_discs(unboxed_spider, tmp_path, monkeypatch):
     root, removed, fake = unboxed_spider
-    monkeypatch.setattr(training, "_load_localizer", lambda: (fake(), "f" * 64))
+    monkeypatch.setattr(training, "_load_localizer", lambda path: (fake(), "f" * 64))
     config = _tiny_config(root, localizer_boxes=True)
     result = cross_validate_grader(config, tmp_path / "cv")
     n_reference = len(load_grading_data(_tiny_config(root)).table)

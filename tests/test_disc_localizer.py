@@ -14,7 +14,9 @@ from torch import nn
 from conftest import SPIDER
 from spinedx.data.letterbox import letterbox, letterbox_geometry, normalize_intensity
 from spinedx.evaluation.detection import (
+    box_holding,
     box_iou,
+    count_centres_found,
     count_detections,
     level_accuracy,
     match_boxes,
@@ -29,6 +31,7 @@ from spinedx.tasks.disc_localization.network import (
     L5S1,
     N_CLASSES,
     OTHER_DISC,
+    UNKNOWN_LEVEL_DISC,
     build_disc_localizer,
     render_targets,
 )
@@ -77,6 +80,18 @@ def test_count_detections_and_pooled_metrics():
     assert (empty.n_pred, empty.n_matched) == (0, 0)
 
 
+def test_tight_references_are_found_by_their_centre():
+    # Tight references (no endplates) inside wider predictions: IoU (0.24, 0.4) would call them missed.
+    ref = [[2, 3, 8, 7], [2, 23, 8, 27], [40, 40, 42, 42]]
+    pred = [[0, 0, 10, 10], [0, 16, 10, 32], [0, 22, 10, 28]]
+    assert count_detections(pred, ref).n_matched == 0
+    counts = count_centres_found(pred, ref, [1, 2, 3], [1, 3, 4])
+    # ref 1's centre (5, 25) lies in pred 1 and pred 2; pred 2's centre is nearer and carries label 3.
+    assert (counts.n_pred, counts.n_ref, counts.n_matched, counts.n_level_correct) == (3, 3, 2, 2)
+    assert box_holding(pred, 5, 25) == 2 and box_holding(pred, 50, 50) is None
+    assert count_centres_found([], ref).n_matched == 0
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 
@@ -99,7 +114,30 @@ def test_letterbox_geometry_and_targets():
     assert set(np.unique(target)) == {0, L5S1, OTHER_DISC}
     rows = np.nonzero((target == L5S1).any(axis=1))[0]
     assert rows.min() >= 48 and rows.max() < 54  # box rows 150..170 -> net 48..54.4
+    unknown = render_targets(
+        np.array([[20, 150, 80, 170], [20, 100, 80, 120]]), np.array([1, 2]), geometry, levels_known=False
+    )
+    np.testing.assert_array_equal(unknown, np.where(target > 0, UNKNOWN_LEVEL_DISC, 0))
     assert normalize_intensity(np.full((4, 4), 3.0)).max() == 0.0
+
+
+def test_partial_level_loss_reads_a_disc_of_unknown_level_as_either_class():
+    from spinedx.tasks.disc_localization.train import PartialLevelLoss
+
+    loss = PartialLevelLoss()
+    targets = torch.zeros(1, 8, 8, dtype=torch.long)
+    targets[0, 2:4, 2:6] = UNKNOWN_LEVEL_DISC
+    confident = torch.full((1, N_CLASSES, 8, 8), -9.0)
+    confident[:, 0] = 9.0
+    as_l5s1, as_other = confident.clone(), confident.clone()
+    as_l5s1[0, :, 2:4, 2:6] = torch.tensor([-9.0, 9.0, -9.0])[:, None, None]
+    as_other[0, :, 2:4, 2:6] = torch.tensor([-9.0, -9.0, 9.0])[:, None, None]
+    # Either class is right for that disc: the same loss, near zero; calling it background is not.
+    assert float(loss(as_l5s1, targets)) == pytest.approx(float(loss(as_other, targets)), abs=1e-4)
+    assert float(loss(as_l5s1, targets)) < 0.1 and float(loss(confident, targets)) > 1.0
+    # With the level known, the wrong class costs.
+    known = torch.where(targets > 0, L5S1, 0)
+    assert float(loss(as_other, known)) > 0.5 > float(loss(as_l5s1, known))
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -280,6 +318,36 @@ def test_cross_validation_tiny_run_writes_metrics_model_and_resumes(tiny_mri, tm
     }
     with pytest.raises(InputError, match="different config"):
         cross_validate_localizer(_tiny_config(tiny_mri, epochs=3), out, log=lambda _: None)
+
+
+def test_localizer_trains_on_both_cohorts_without_the_report_patients(tiny_mri, lumbar515_cohort, tmp_path):
+    from spinedx.io.lumbar515 import read_lumbar515
+    from spinedx.tasks.disc_localization.train import cross_validate_localizer, load_training_series
+
+    torch.set_num_threads(1)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"spider/1": "report", "lumbar515/2": "report", "lumbar515/3": "fit"}))
+    config = _tiny_config(tiny_mri, lumbar515_root=lumbar515_cohort, report_split=split)
+    records = load_training_series(config)
+    patients = {r.patient for r in records}
+    assert "1" not in patients and "lumbar515/2" not in patients
+    assert {"2", "lumbar515/1", "lumbar515/3"} <= patients
+    # A lumbar515 box is widened about its centre to SPIDER's convention (disc and endplates).
+    record = next(r for r in records if r.image_id == "lumbar515/0001_t2")
+    assert not record.levels_known and all(r.levels_known for r in records if r.cohort == "spider")
+    tight = read_lumbar515(lumbar515_cohort).discs.query("image_id == '0001_t2'")
+    tight_box = tight[["xmin", "ymin", "xmax", "ymax"]].to_numpy()[0]
+    width, height = config.lumbar515_box_scale
+    np.testing.assert_allclose(record.boxes[0, 2] - record.boxes[0, 0], width * (tight_box[2] - tight_box[0]))
+    np.testing.assert_allclose(
+        record.boxes[0, 3] - record.boxes[0, 1], height * (tight_box[3] - tight_box[1])
+    )
+    np.testing.assert_allclose(record.boxes[0].reshape(2, 2).mean(0), tight_box.reshape(2, 2).mean(0))
+
+    metrics = cross_validate_localizer(config, tmp_path / "cv", log=lambda _: None, train_final=False)
+    assert set(metrics["by_cohort"]) == {"spider", "lumbar515"}
+    assert metrics["by_cohort"]["lumbar515"]["n_patients"] == 5
+    assert metrics["pooled"]["n_images"] == len(records)
 
 
 def test_training_resumes_from_last_epoch(tiny_mri, tmp_path):

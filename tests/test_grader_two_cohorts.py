@@ -63,7 +63,7 @@ def fake_localizer(lumbar515_cohort, monkeypatch):
         def detect(self, pixels):
             return found.get(np.asarray(pixels).tobytes(), []), []
 
-    monkeypatch.setattr(training, "_load_localizer", lambda: (FakeLocalizer(), "e" * 64))
+    monkeypatch.setattr(training, "_load_localizer", lambda path: (FakeLocalizer(), "e" * 64))
     return dataset
 
 
@@ -202,7 +202,7 @@ def _check_canal_fusion(config: GraderConfig, path: Path, cv_dir: Path, pixels, 
     np.testing.assert_allclose(low[:, others], plain[:, others])
     assert np.all(np.sign(high[:, column] - low[:, column]) == np.sign(entry["weights"][1]))
 
-    pipeline = MriDiscPipeline(training._load_localizer()[0], grader, "test", stenosis=canal)
+    pipeline = MriDiscPipeline(training._load_localizer(None)[0], grader, "test", stenosis=canal)
     assert pipeline.fuses_canal and pipeline.operating_points["herniation"] == entry["threshold"]
     image_path = next(iter(_lumbar515_images(config.lumbar515_root)))
     image = read_sagittal(image_path)

@@ -69,6 +69,9 @@ def test_evaluate_discs_scores_a_lumbar515_folder_beside_the_level_prior(cohort,
     assert grading["pfirrmann_fused"]["mean_series_per_level"] > 1.5  # t1 and t2 of each patient
     assert np.isfinite(grading["bulging"]["level_prior"]["estimate"])
     assert "Level-only prior" in result.report_path.read_text()
+    # Which patients each bundled model saw is read from its own training config.
+    assert "the localiser trained on it except the report patients" in metrics["models"]
+    assert "the grader trained on it except the report patients" in metrics["models"]
 
 
 def test_stenosis_trainer_cross_validates_calibrates_and_resumes(cohort, tmp_path):

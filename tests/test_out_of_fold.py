@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from spinedx.cli import app
 from spinedx.errors import InputError
 from spinedx.pipelines.mri_discs.out_of_fold import FINAL, OutOfFoldModels
+from spinedx.tasks.disc_grading.model import DiscGrader
 from spinedx.tasks.disc_grading.train import GraderConfig
 from spinedx.tasks.disc_localization.train import LocalizerConfig
 from spinedx.tasks.input_check.train import InputCheckConfig
@@ -45,6 +46,9 @@ def tiny_cv_run(tmp_path_factory) -> tuple[Path, Path]:
     trained = train_mri_discs(recipe, run)
     assert set(trained) == {"disc_localizer", "disc_grader", "input_check"}
     assert all(path.is_file() for path in trained.values())
+    # The grader learned from the boxes of the localiser the run trained, not the bundled one.
+    grader_config = DiscGrader.load(trained["disc_grader"]).meta["config"]
+    assert grader_config["localizer"] == str(trained["disc_localizer"])
     return root, run
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from spinedx.data.folds import patient_folds, report_only
 from spinedx.evaluation.bootstrap import bootstrap_ci
+from spinedx.evaluation.detection import box_holding
 from spinedx.evaluation.grading import binary_task_metrics, ordinal_metrics
 from spinedx.evaluation.plots import plot_binary_rocs, plot_confusion_matrix
 from spinedx.io.atomic import atomic_write_text
@@ -103,18 +104,23 @@ def evaluate_lumbar515(
     return CohortEvaluation(metrics, metrics_path, report_path)
 
 
+def _cohort_use(model: str, config: dict) -> str:
+    """Whether the model (from the training config in its meta) saw this cohort, and which patients."""
+    if config.get("lumbar515_root") is None:
+        return f"the {model} never saw this cohort"
+    held_out = config.get("report_split")
+    return f"the {model} trained on it" + (
+        f" except the report patients of {held_out} (figures on other patients are in-sample)"
+        if held_out
+        else " (these figures are in-sample)"
+    )
+
+
 def _models_note(pipeline: MriDiscPipeline) -> str:
-    note = "one model for all patients; the bundled localiser never saw this cohort"
-    grader = pipeline.grader.meta.get("config", {})
-    if grader.get("lumbar515_root") is None:
-        note += ", nor did the grader"
-    else:
-        held_out = grader.get("report_split")
-        note += "; the grader trained on it" + (
-            f" except the report patients of {held_out} (figures on other patients are in-sample)"
-            if held_out
-            else " (these figures are in-sample)"
-        )
+    note = "one model for all patients; " + "; ".join(
+        _cohort_use(name, model.meta.get("config", {}))
+        for name, model in (("localiser", pipeline.localizer), ("grader", pipeline.grader))
+    )
     if pipeline.stenosis is not None:
         note += (
             "; the bundled stenosis model was trained on it, so its figure here is in-sample "
@@ -125,12 +131,8 @@ def _models_note(pipeline: MriDiscPipeline) -> str:
 
 def _containing(predicted: list[Disc], x: float, y: float) -> Disc | None:
     """The predicted disc whose box contains (x, y); the nearest centre when several do."""
-    holding = [d for d in predicted if d.box[0] <= x <= d.box[2] and d.box[1] <= y <= d.box[3]]
-    if not holding:
-        return None
-    return min(
-        holding, key=lambda d: ((d.box[0] + d.box[2]) / 2 - x) ** 2 + ((d.box[1] + d.box[3]) / 2 - y) ** 2
-    )
+    holder = box_holding([d.box for d in predicted], x, y)
+    return None if holder is None else predicted[holder]
 
 
 def _matched_discs(dataset: Lumbar515Dataset, findings: dict[str, Findings]) -> pd.DataFrame:

@@ -32,6 +32,12 @@ class GraderConfig(Strict):
         "its series and a disc takes the grades of the reference disc box whose centre it holds (bulging, "
         "spondylolisthesis, Pfirrmann); grades the cohort lacks are masked out of the loss and the metrics",
     )
+    localizer: Path | None = Field(
+        None,
+        description="the disc localiser file whose boxes train the grader (localiser-boxed series, lumbar515); "
+        "None: the bundled one. An mri-discs recipe sets it to the localiser it has just trained, so the "
+        "grader learns from the boxes it will be given",
+    )
     report_split: Path | None = Field(
         None,
         description="a split.json ({'<cohort>/<patient>': 'fit' | 'select' | 'report'}, as "
@@ -105,7 +111,8 @@ class GraderConfig(Strict):
         """Hash of everything that changes training (not threads / bootstrap settings)."""
         skip = {"threads", "bootstrap_resamples", "specificity_target", "pfirrmann_decode"}
         # Options at their defaults stay out, so fingerprints of runs from before an option existed hold.
-        for name in ("localizer_boxes", "lumbar515_root", "report_split", "level_input", "pfirrmann_head"):
+        for name in ("localizer_boxes", "lumbar515_root", "localizer", "report_split", "level_input",
+                     "pfirrmann_head"):  # fmt: skip
             if getattr(self, name) == type(self).model_fields[name].default:
                 skip.add(name)
         payload = self.model_dump(mode="json", exclude=skip)

@@ -64,7 +64,7 @@ from spinedx.io.spider import level_name, read_spider
 from spinedx.models.calibration import PlattScaler, TemperatureScaler
 from spinedx.models.model_file import save_model_file
 from spinedx.models.precision import half_precision
-from spinedx.models.registry import resolve_weights
+from spinedx.models.registry import resolve_weights, sha256_of
 from spinedx.tasks.disc_grading.config import GraderConfig
 from spinedx.tasks.disc_grading.model import (
     FORMAT,
@@ -127,7 +127,8 @@ def load_grading_data(
 ) -> GradingData:
     """Read the boxed discs of ``config.data_root`` (and ``config.lumbar515_root``) and cut their crops.
 
-    With ``config.localizer_boxes`` the discs the bundled localiser finds on every series without
+    With ``config.localizer_boxes`` the discs the localiser (``config.localizer``, else the bundled
+    one) finds on every series without
     reference boxes are added (``box_source`` "localizer"), graded from gradings.csv by
     (patient, ivd_label); discs without a grading row are left out. The localiser never sees
     grades. Its detections are cached in ``cache_dir/localizer_boxes.csv`` (per localiser sha256).
@@ -140,13 +141,15 @@ def load_grading_data(
         raise InputError(f"{config.data_root / 'discs.csv'}: no boxed discs to grade")
     table["box_source"] = REFERENCE
     if config.localizer_boxes:
-        extra = _localizer_rows(dataset, table, cache_dir)
+        extra = _localizer_rows(dataset, table, cache_dir, config.localizer)
         if not extra.empty:
             table = pd.concat([table, extra[table.columns]], ignore_index=True)
     table["cohort"] = "spider"
     image_paths = {str(image_id): dataset.image_path(image_id) for image_id in table["image_id"]}
     if config.lumbar515_root is not None:
-        extra, extra_paths = _lumbar515_rows(config.lumbar515_root, table.columns, cache_dir)
+        extra, extra_paths = _lumbar515_rows(
+            config.lumbar515_root, table.columns, cache_dir, config.localizer
+        )
         table = pd.concat([table, extra], ignore_index=True)
         image_paths.update(extra_paths)
     if config.report_split is not None:
@@ -170,11 +173,16 @@ def load_grading_data(
     return GradingData(table, crops)
 
 
-def _load_localizer():
+def _load_localizer(path: Path | None):
+    """The localiser file ``path`` (else the bundled one) and its sha256."""
     from spinedx.tasks.disc_localization.model import DiscLocalizer
 
-    entry = resolve_weights("disc_localizer")
-    return DiscLocalizer.load(entry.path), entry.sha256
+    if path is None:
+        entry = resolve_weights("disc_localizer")
+        return DiscLocalizer.load(entry.path), entry.sha256
+    if not Path(path).is_file():
+        raise InputError(f"{path}: grader.localizer: no such localiser file")
+    return DiscLocalizer.load(Path(path)), sha256_of(Path(path))
 
 
 def _report_patients(table: pd.DataFrame, split_path: Path) -> np.ndarray:
@@ -187,14 +195,16 @@ def _report_patients(table: pd.DataFrame, split_path: Path) -> np.ndarray:
     return np.array([key in report for key in keys], dtype=bool)
 
 
-def _lumbar515_rows(root: Path, columns, cache_dir: Path | None) -> tuple[pd.DataFrame, dict[str, Path]]:
-    """The discs the bundled localiser finds on every lumbar515 series, graded from the one reference
+def _lumbar515_rows(
+    root: Path, columns, cache_dir: Path | None, localizer: Path | None
+) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """The discs the localiser finds on every lumbar515 series, graded from the one reference
     disc box whose centre they hold (detections holding none or two are left out), as analysis would
     box them; and each (prefixed) image id's file."""
     dataset = read_lumbar515(root)
     image_ids = dataset.series["image_id"].astype(str).tolist()
     cache = Path(cache_dir) / f"{LUMBAR515}_{LOCALIZER_CACHE}" if cache_dir is not None else None
-    detections = _detections(image_ids, dataset.image_path, cache)
+    detections = _detections(image_ids, dataset.image_path, cache, localizer)
     reference = dataset.discs.astype({"image_id": str})
     by_image = {image_id: rows for image_id, rows in reference.groupby("image_id")}
     rows = []
@@ -219,10 +229,12 @@ def _lumbar515_rows(root: Path, columns, cache_dir: Path | None) -> tuple[pd.Dat
     return table, paths
 
 
-def _detections(image_ids: list[str], image_path, cache: Path | None) -> pd.DataFrame:
-    """Bundled-localiser detections (:data:`_DETECTION_COLUMNS`) on each image, cached in ``cache``
-    per localiser sha256, so a rerun only localises new series; no rows with ``ivd_label`` < 1."""
-    localizer, sha = _load_localizer()
+def _detections(
+    image_ids: list[str], image_path, cache: Path | None, localizer_path: Path | None
+) -> pd.DataFrame:
+    """Localiser detections (:data:`_DETECTION_COLUMNS`) on each image, cached in ``cache`` per
+    localiser sha256, so a rerun only localises new series; no rows with ``ivd_label`` < 1."""
+    localizer, sha = _load_localizer(localizer_path)
     detections = pd.DataFrame(columns=[*_DETECTION_COLUMNS, "localizer_sha256"])
     if cache is not None and cache.is_file():
         detections = pd.read_csv(cache, dtype={"image_id": str, "localizer_sha256": str})
@@ -258,7 +270,9 @@ def _detections(image_ids: list[str], image_path, cache: Path | None) -> pd.Data
     return detections.sort_values("score", ascending=False).drop_duplicates(["image_id", "ivd_label"])
 
 
-def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) -> pd.DataFrame:
+def _localizer_rows(
+    dataset, reference: pd.DataFrame, cache_dir: Path | None, localizer: Path | None
+) -> pd.DataFrame:
     """Graded localiser discs on the series of ``dataset`` that have no reference boxes."""
     boxed = set(reference["image_id"].astype(str))
     graded = set(dataset.gradings["patient"].astype(str))
@@ -269,7 +283,7 @@ def _localizer_rows(dataset, reference: pd.DataFrame, cache_dir: Path | None) ->
     if series.empty:
         return pd.DataFrame(columns=reference.columns)
     cache = Path(cache_dir) / LOCALIZER_CACHE if cache_dir is not None else None
-    detections = _detections(series["image_id"].astype(str).tolist(), dataset.image_path, cache)
+    detections = _detections(series["image_id"].astype(str).tolist(), dataset.image_path, cache, localizer)
     meta = series[["image_id", "patient", "sequence"]].astype({"image_id": str})
     gradings = dataset.gradings.drop(columns=["level"]).astype({"patient": str})
     rows = detections.drop(columns=["level"]).merge(meta.astype({"patient": str}), on="image_id")

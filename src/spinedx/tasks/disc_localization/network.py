@@ -23,6 +23,8 @@ INPUT_SIZE = 256
 N_CLASSES = 3
 CLASS_NAMES = ("background", "L5/S1", "other disc")
 BACKGROUND, L5S1, OTHER_DISC = 0, 1, 2
+UNKNOWN_LEVEL_DISC = 3
+"""Target value (not a network class) of a disc whose level is not known: L5/S1 or another disc."""
 DEFAULT_CHANNELS = (16, 32, 64, 128, 256)
 TARGET_SHRINK = (0.8, 0.6)
 """(width, height) fraction of a reference box covered by its target ellipse."""
@@ -40,11 +42,12 @@ def render_targets(
     labels: np.ndarray,
     geometry: Letterbox,
     shrink: tuple[float, float] = TARGET_SHRINK,
+    levels_known: bool = True,
 ) -> np.ndarray:
     """Class map (size, size) int64: ellipses inscribed in the shrunk ``boxes`` (input pixels).
 
     ``labels`` are ``ivd_label`` values; label 1 (L5/S1) paints :data:`L5S1`, any other
-    :data:`OTHER_DISC`.
+    :data:`OTHER_DISC`; without ``levels_known`` every disc paints :data:`UNKNOWN_LEVEL_DISC`.
     """
     size = geometry.size
     target = np.zeros((size, size), dtype=np.int64)
@@ -56,5 +59,5 @@ def render_targets(
         a = max(0.5 * (x1 - x0) * shrink[0], 0.75)
         b = max(0.5 * (y1 - y0) * shrink[1], 0.75)
         inside = ((centres[None, :] - cx) / a) ** 2 + ((centres[:, None] - cy) / b) ** 2 <= 1.0
-        target[inside] = L5S1 if int(label) == 1 else OTHER_DISC
+        target[inside] = UNKNOWN_LEVEL_DISC if not levels_known else L5S1 if int(label) == 1 else OTHER_DISC
     return target

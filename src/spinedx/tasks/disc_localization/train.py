@@ -1,11 +1,16 @@
 """Train the MRI disc localiser and measure it with patient-grouped cross-validation.
 
-:func:`cross_validate_localizer` splits the boxed series of a spider-sagittal folder into
+The training series are the boxed series of a spider-sagittal folder and, with ``lumbar515_root``,
+every series of a lumbar515-sagittal folder, whose tight disc boxes are widened to SPIDER's
+convention (:func:`load_training_series`); a ``report_split``'s report patients stay out.
+
+:func:`cross_validate_localizer` splits the training series into
 ``folds`` groups of patients (:func:`spinedx.data.folds.patient_folds`, shuffled by ``seed``),
 trains one model per fold on the other folds (plus synthetic series when ``use_synthetic``),
 calibrates its boxes on its own training images, and detects discs on the held-out patients.
-``cv_metrics.json`` holds per fold and pooled: disc recall at IoU >= 0.5, precision and level
-accuracy of matched discs, each with a 95% bootstrap interval over patients. It then trains the
+``cv_metrics.json`` holds per fold, pooled and per cohort: disc recall, precision and level
+accuracy of matched discs, each with a 95% bootstrap interval over patients. A SPIDER disc is
+matched at IoU >= 0.5, a lumbar515 disc when its centre lies inside a predicted box. It then trains the
 final model on all series and writes ``disc_localizer.pt`` (:func:`train_localizer`).
 
 The folds follow :mod:`spinedx.training.cross_validation`: every epoch ends with an atomic
@@ -37,22 +42,35 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from spinedx.data.folds import patient_folds
+from spinedx.data.folds import patient_folds, report_patients
 from spinedx.data.letterbox import letterbox
 from spinedx.errors import InputError
 from spinedx.evaluation.bootstrap import bootstrap_many
-from spinedx.evaluation.detection import count_detections, level_accuracy, precision, recall
+from spinedx.evaluation.detection import (
+    count_centres_found,
+    count_detections,
+    level_accuracy,
+    precision,
+    recall,
+)
 from spinedx.io.atomic import atomic_write_text
+from spinedx.io.lumbar515 import read_lumbar515
 from spinedx.io.spider import read_spider
 from spinedx.io.volumes import read_sagittal
 from spinedx.tasks.disc_localization.config import LocalizerConfig
 from spinedx.tasks.disc_localization.model import DiscLocalizer, LocalizerSettings
-from spinedx.tasks.disc_localization.network import build_disc_localizer, render_targets
+from spinedx.tasks.disc_localization.network import (
+    N_CLASSES,
+    UNKNOWN_LEVEL_DISC,
+    build_disc_localizer,
+    render_targets,
+)
 from spinedx.training.cross_validation import Fold, cross_validate
 from spinedx.training.loop import EpochLoop, StepResult, TrainingHooks, trained_weights
 
 WEIGHTS_NAME = "disc_localizer.pt"
 METRICS_NAME = "cv_metrics.json"
+SPIDER, LUMBAR515 = "spider", "lumbar515"
 
 
 @dataclass
@@ -62,6 +80,10 @@ class _Record:
     pixels: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
+    cohort: str = SPIDER
+    """Which matching rule scores it: IoU for SPIDER's boxes, centre in box for lumbar515's tight ones."""
+    levels_known: bool = True
+    """Whether training may read its labels as L5/S1 vs other disc (else its discs are either)."""
 
 
 @dataclass
@@ -110,6 +132,59 @@ def load_boxed_series(root: Path, max_images: int | None = None, prefix: str = "
     return records
 
 
+def load_lumbar515_series(
+    root: Path, box_scale: tuple[float, float], max_images: int | None = None, *, levels_known: bool = False
+) -> list[_Record]:
+    """Every series of a lumbar515-sagittal folder with its disc boxes widened about their centres by
+    ``box_scale`` (width, height) to SPIDER's convention; ids are ``lumbar515/<id>``, so they never
+    collide with SPIDER's. A series with a disc box of unknown level is left out (its L5/S1 is unsure).
+    Its labels always score levels; ``levels_known`` lets training read them too."""
+    dataset = read_lumbar515(root)
+    unknown_level = set(dataset.discs.loc[dataset.discs["ivd_label"].isna(), "image_id"])
+    image_ids = sorted(set(dataset.discs["image_id"]) - unknown_level)[:max_images]
+    records = []
+    for image_id, rows in dataset.discs[dataset.discs["image_id"].isin(image_ids)].groupby("image_id"):
+        boxes = rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy(np.float64)
+        centres, halves = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
+        halves = halves * np.asarray(box_scale)
+        records.append(
+            _Record(
+                image_id=f"{LUMBAR515}/{image_id}",
+                patient=f"{LUMBAR515}/{rows['patient'].iloc[0]}",
+                pixels=read_sagittal(dataset.image_path(image_id)).pixels,
+                boxes=np.hstack([centres - halves, centres + halves]),
+                labels=rows["ivd_label"].to_numpy(np.int64),
+                cohort=LUMBAR515,
+                levels_known=levels_known,
+            )
+        )
+    return records
+
+
+def load_training_series(config: LocalizerConfig) -> list[_Record]:
+    """SPIDER's boxed series, lumbar515's series when the config names the folder, less the report
+    patients of ``report_split``."""
+    records = load_boxed_series(Path(config.data_root), config.max_images)
+    if config.lumbar515_root is not None:
+        records += load_lumbar515_series(
+            Path(config.lumbar515_root),
+            config.lumbar515_box_scale,
+            config.max_images,
+            levels_known=config.lumbar515_levels,
+        )
+    if config.report_split is not None:
+        report = report_patients(config.report_split)
+        records = [r for r in records if split_key(r) not in report]
+    if not records:
+        raise InputError(f"{config.data_root}: no training series left outside the report patients")
+    return records
+
+
+def split_key(record: _Record) -> str:
+    """The record's ``<cohort>/<patient>`` key in a split.json."""
+    return record.patient if record.cohort == LUMBAR515 else f"{SPIDER}/{record.patient}"
+
+
 def _synthetic_records(config: LocalizerConfig, out_dir: Path) -> list[_Record]:
     root = config.synthetic_root
     if root is None:
@@ -125,7 +200,7 @@ def _prepare(records: list[_Record], size: int) -> list[_Sample]:
     samples = []
     for record in records:
         image, geometry = letterbox(record.pixels, size)
-        target = render_targets(record.boxes, record.labels, geometry)
+        target = render_targets(record.boxes, record.labels, geometry, levels_known=record.levels_known)
         samples.append(_Sample(record.image_id, image=image[0], target=torch.from_numpy(target)))
     return samples
 
@@ -202,13 +277,11 @@ class _LocalizerHooks(TrainingHooks):
 
     def __init__(self, samples: list[_Sample], config: LocalizerConfig, optimizer: torch.optim.Optimizer,
                  model: torch.nn.Module, log: Callable[[str], None], name: str) -> None:  # fmt: skip
-        from monai.losses import DiceCELoss
-
         self.config, self.optimizer, self.model, self.log, self.name = config, optimizer, model, log, name
         self.images = torch.stack([s.image for s in samples])
         self.targets = torch.stack([s.target for s in samples])
         self.steps_per_epoch = math.ceil(len(samples) / config.batch_size)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+        self.loss_fn = PartialLevelLoss()
 
     def on_epoch_start(self, epoch: int):
         # One generator per epoch (seeded by it), so a resumed run draws what an uninterrupted one would.
@@ -227,7 +300,41 @@ class _LocalizerHooks(TrainingHooks):
         images, targets = _augment(self.images[index], self.targets[index], self.config, self.generator)
         for group in self.optimizer.param_groups:
             group["lr"] = _lr_at(step, total, self.config)
-        return StepResult(self.loss_fn(self.model(images), targets[:, None]), len(index))
+        return StepResult(self.loss_fn(self.model(images), targets), len(index))
+
+
+class PartialLevelLoss(torch.nn.Module):
+    """Cross-entropy + Dice for targets whose discs may be of unknown level (:data:`UNKNOWN_LEVEL_DISC`).
+
+    Such a pixel's cross-entropy is that of "a disc", the summed probability of L5/S1 and other disc
+    (the marginal likelihood of a partial label), and the per-class Dice (MONAI ``MaskedDiceLoss``,
+    batch-wise) skips it. A Dice on "any disc" over all pixels makes those discs count as foreground.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from monai.losses import DiceLoss, MaskedDiceLoss
+
+        self.class_dice = MaskedDiceLoss(include_background=False, batch=True)
+        self.disc_dice = DiceLoss(batch=True)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_p = logits.log_softmax(1)
+        known = targets != UNKNOWN_LEVEL_DISC
+        known_classes = torch.where(known, targets, 0)
+        cross_entropy = torch.where(
+            known,
+            -log_p.gather(1, known_classes[:, None])[:, 0],
+            -torch.logsumexp(log_p[:, 1:], dim=1),
+        ).mean()
+        p = log_p.exp()
+        one_hot = F.one_hot(known_classes, N_CLASSES).permute(0, 3, 1, 2).float()
+        disc = (targets > 0).float()[:, None]
+        dice = (
+            2 * self.class_dice(p, one_hot, mask=known[:, None].float())
+            + self.disc_dice(p[:, 1:].sum(1, keepdim=True), disc)
+        ) / 3
+        return cross_entropy + dice
 
 
 def _fit(
@@ -256,18 +363,31 @@ def _localizer(model: torch.nn.Module, config: LocalizerConfig, records: list[_R
     return localizer
 
 
+def fit_localizer(
+    records: list[_Record],
+    config: LocalizerConfig,
+    run_dir: Path,
+    log: Callable[[str], None] = print,
+    synthetic: list[_Record] = (),
+) -> DiscLocalizer:
+    """Train a localiser on ``records`` and ``synthetic`` ones (checkpoints in ``run_dir``, so a killed
+    run resumes); its boxes are calibrated on the real ``records``."""
+    train = [*records, *synthetic]
+    model, seconds = _fit(_prepare(train, config.image_size), config, run_dir, log)
+    localizer = _localizer(model, config, records)
+    localizer.meta.update({"train_images": len(train), "train_seconds": round(seconds, 1)})
+    return localizer
+
+
 def train_localizer(
     config: LocalizerConfig, out_dir: str | Path, log: Callable[[str], None] = print
 ) -> DiscLocalizer:
-    """Train on every boxed series (plus synthetic ones if asked); write ``out_dir/disc_localizer.pt``."""
+    """Train on every training series (plus synthetic ones if asked); write ``out_dir/disc_localizer.pt``."""
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = load_boxed_series(Path(config.data_root), config.max_images)
-    train = records + (_synthetic_records(config, out_dir) if config.use_synthetic else [])
-    model, seconds = _fit(_prepare(train, config.image_size), config, out_dir / "final", log)
-    localizer = _localizer(model, config, records)
-    localizer.meta.update({"train_images": len(train), "train_seconds": round(seconds, 1)})
+    synthetic = _synthetic_records(config, out_dir) if config.use_synthetic else []
+    localizer = fit_localizer(load_training_series(config), config, out_dir / "final", log, synthetic)
     localizer.save(out_dir / WEIGHTS_NAME)
     log(f"final model: {out_dir / WEIGHTS_NAME}")
     return localizer
@@ -276,23 +396,29 @@ def train_localizer(
 # --------------------------------------------------------------------------- evaluation
 
 
-def _evaluate(localizer: DiscLocalizer, records: list[_Record], iou_threshold: float) -> list[dict]:
+def evaluate_series(localizer: DiscLocalizer, records: list[_Record], iou_threshold: float) -> list[dict]:
+    """Detect the discs of each record and count hits by its cohort's rule (one row per series)."""
     rows = []
     for record in records:
         started = time.perf_counter()
         detections, warnings = localizer.detect(record.pixels)
         seconds = time.perf_counter() - started
-        counts = count_detections(
+        found = (
             [d.box for d in detections],
             record.boxes,
             [d.ivd_label for d in detections],
             record.labels.tolist(),
-            iou_threshold,
+        )
+        counts = (
+            count_detections(*found, iou_threshold)
+            if record.cohort == SPIDER
+            else count_centres_found(*found)
         )
         rows.append(
             {
                 "image_id": record.image_id,
                 "patient": record.patient,
+                "cohort": record.cohort,
                 "n_pred": counts.n_pred,
                 "n_ref": counts.n_ref,
                 "n_matched": counts.n_matched,
@@ -362,7 +488,7 @@ def cross_validate_localizer(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_out_dir(config, out_dir)
-    records = load_boxed_series(Path(config.data_root), config.max_images)
+    records = load_training_series(config)
     synthetic = _synthetic_records(config, out_dir) if config.use_synthetic else []
     assigned = patient_folds(
         [r.patient for r in records], config.folds, config.seed, what=str(config.data_root)
@@ -396,7 +522,7 @@ def cross_validate_localizer(
             "test_patients": fold.test_patients,
             "train_seconds": run.info["train_seconds"],
             "calibration": localizer.calibration.as_dict(),
-            "images": _evaluate(localizer, test, config.iou_threshold),
+            "images": evaluate_series(localizer, test, config.iou_threshold),
         }
         atomic_write_text(fold.dir / "result.json", json.dumps(result, indent=1) + "\n")
         summary = summarize(result["images"], config.bootstrap_resamples, config.seed)
@@ -418,6 +544,12 @@ def cross_validate_localizer(
         "config": config.model_dump(mode="json"),
         "iou_threshold": config.iou_threshold,
         "pooled": summarize(all_rows, config.bootstrap_resamples, config.seed),
+        "by_cohort": {
+            cohort: summarize(
+                [r for r in all_rows if r["cohort"] == cohort], config.bootstrap_resamples, config.seed
+            )
+            for cohort in sorted({r["cohort"] for r in all_rows})
+        },  # fmt: skip
         "folds": folds,
     }
     atomic_write_text(out_dir / METRICS_NAME, json.dumps(metrics, indent=1) + "\n")

@@ -58,9 +58,11 @@ def train_mri_discs(
     cross_validate_localizer(recipe.localizer, run_dir / "localizer_cv", train_final=False)
     train_localizer(recipe.localizer, run_dir / "localizer")
     localizer_path = run_dir / "localizer" / "disc_localizer.pt"
-    cross_validate_grader(recipe.grader, run_dir / "grader_cv")
+    # The grader learns from the boxes of the localiser it will be bundled with.
+    grader_config = recipe.grader.model_copy(update={"localizer": localizer_path})
+    cross_validate_grader(grader_config, run_dir / "grader_cv")
     grader_path = train_grader(
-        recipe.grader, run_dir / "grader" / "disc_grader.pt", cv_dir=run_dir / "grader_cv"
+        grader_config, run_dir / "grader" / "disc_grader.pt", cv_dir=run_dir / "grader_cv"
     )
     if recipe.canal_fusion is not None:
         canal = (
@@ -68,7 +70,7 @@ def train_mri_discs(
             if recipe.canal_fusion == "bundled"
             else CanalStenosis.load(recipe.canal_fusion)
         )
-        fit_canal_fusion(recipe.grader, grader_path, run_dir / "grader_cv", canal)
+        fit_canal_fusion(grader_config, grader_path, run_dir / "grader_cv", canal)
     trained = {"disc_localizer": localizer_path, "disc_grader": grader_path}
     if recipe.input_check is not None:
         trained["input_check"] = train_input_check(recipe.input_check, run_dir / "input_check")
