@@ -26,7 +26,7 @@ from spinedx.data.folds import report_only
 from spinedx.errors import InputError
 from spinedx.evaluation.bootstrap import bootstrap_ci
 from spinedx.evaluation.detection import count_detections
-from spinedx.evaluation.grading import binary_task_metrics, ordinal_metrics
+from spinedx.evaluation.grading import binary_task_metrics
 from spinedx.evaluation.plots import plot_binary_rocs, plot_confusion_matrix, plot_reliability
 from spinedx.io.atomic import atomic_write_text
 from spinedx.io.findings import Findings
@@ -36,10 +36,9 @@ from spinedx.io.volumes import read_sagittal
 from spinedx.pipelines.mri_discs.evaluate_lumbar515 import (
     evaluate_lumbar515,
     level_prior,
+    pfirrmann_metrics,
     prior_auroc,
-    prior_kappa,
 )
-from spinedx.pipelines.mri_discs.fused_pfirrmann import fused_pfirrmann_metrics
 from spinedx.pipelines.mri_discs.out_of_fold import OutOfFoldModels
 from spinedx.pipelines.mri_discs.pipeline import MriDiscPipeline
 from spinedx.pipelines.mri_discs.report import write_disc_evaluation_report
@@ -154,17 +153,8 @@ def _grading(table: pd.DataFrame, pipeline_for: PipelineForPatient, n_resamples:
             )
             if auroc is not None:
                 metrics[name]["level_prior"] = auroc
-    metrics["pfirrmann"] = ordinal_metrics(
-        table["pfirrmann_true"], table["pfirrmann_pred"], labels=[1, 2, 3, 4, 5], groups=groups,
-        n_resamples=n_resamples,
-    )  # fmt: skip
-    kappa = prior_kappa(table["pfirrmann_true"], level_prior(table, "pfirrmann_true"), groups, n_resamples)
-    if kappa is not None:
-        metrics["pfirrmann"]["level_prior"] = kappa
-    metrics["pfirrmann_fused"] = fused_pfirrmann_metrics(
-        table.rename(columns={"pfirrmann_true": "reference", "pfirrmann_probabilities": "probabilities"}),
-        decode,
-        n_resamples,
+    metrics.update(
+        pfirrmann_metrics(table, "pfirrmann_true", level_prior(table, "pfirrmann_true"), decode, n_resamples)
     )
     with_ratio = table.dropna(subset=["height_ratio"])
     if len(with_ratio) and with_ratio["narrowing_true"].nunique() == 2:

@@ -254,21 +254,37 @@ def _grading(discs: pd.DataFrame, thresholds: dict[str, float], decode: str, n_r
         )  # fmt: skip
     graded = found[found["pfirrmann"].notna()]
     if len(graded):
-        metrics["pfirrmann"] = ordinal_metrics(
-            graded["pfirrmann"].astype(int), graded["pfirrmann_pred"].astype(int), labels=[1, 2, 3, 4, 5],
-            groups=graded["patient"].to_numpy(), n_resamples=n_resamples,
-        )  # fmt: skip
         prior = level_prior(discs, "pfirrmann")[discs["found"].to_numpy()][
             found["pfirrmann"].notna().to_numpy()
         ]
-        kappa = prior_kappa(graded["pfirrmann"].astype(int), prior, graded["patient"].to_numpy(), n_resamples)
-        if kappa is not None:
-            metrics["pfirrmann"]["level_prior"] = kappa
-        metrics["pfirrmann_fused"] = fused_pfirrmann_metrics(
-            graded.rename(columns={"pfirrmann": "reference", "pfirrmann_probabilities": "probabilities"}),
-            decode,
-            n_resamples,
-        )
+        metrics.update(pfirrmann_metrics(graded, "pfirrmann", prior, decode, n_resamples))
+    return metrics
+
+
+def pfirrmann_metrics(
+    graded: pd.DataFrame, truth: str, prior: np.ndarray, decode: str, n_resamples: int
+) -> dict:
+    """``pfirrmann``: κ and agreement of each series' grade (``pfirrmann_pred``) with column ``truth``,
+    beside the level-only ``prior`` of the same discs; ``pfirrmann_fused``: per patient and level as a
+    study fuses it (``pfirrmann_probabilities``)."""
+    truth_grades, groups = graded[truth].astype(int), graded["patient"].to_numpy()
+    metrics = {
+        "pfirrmann": ordinal_metrics(
+            truth_grades,
+            graded["pfirrmann_pred"].astype(int),
+            labels=[1, 2, 3, 4, 5],
+            groups=groups,
+            n_resamples=n_resamples,
+        )  # fmt: skip
+    }
+    kappa = prior_kappa(truth_grades, prior, groups, n_resamples)
+    if kappa is not None:
+        metrics["pfirrmann"]["level_prior"] = kappa
+    metrics["pfirrmann_fused"] = fused_pfirrmann_metrics(
+        graded.rename(columns={truth: "reference", "pfirrmann_probabilities": "probabilities"}),
+        decode,
+        n_resamples,
+    )
     return metrics
 
 
